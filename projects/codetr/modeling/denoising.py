@@ -1,0 +1,361 @@
+"""Query groups whose targets are fixed by construction: DN-DETR denoising and DINO contrastive
+denoising (CDN), plus the self-attention mask between query groups.
+
+Layout of the fixed-target queries (DINO's, and what the criterion expects):
+``num_groups`` groups of ``group_size`` slots, group g at ``[g * group_size, (g + 1) * group_size)``.
+With ``max_gt`` the largest number of boxes of an image in the batch:
+
+- CDN (DINO): ``group_size = 2 * max_gt``; slot ``i < max_gt`` of a group is the positive copy of
+  box i, slot ``max_gt + i`` its negative copy (target "no object", label ``num_classes``).
+- DN (DN-DETR): ``group_size = max_gt``; slot i is the (positive) noised copy of box i.
+
+An image with fewer than ``max_gt`` boxes leaves the remaining slots as padding (``valid`` False):
+zero content, zero reference logits, no loss, masked as attention keys.
+
+Co-DETR's customised positive queries are the same kind of object: the meta-architecture builds a
+``FixedTargetQueries`` from an auxiliary head's assignment (one group, ``positive`` False for the
+padded negatives) and hands it to the same criterion path.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from codetr.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
+
+__all__ = [
+    "FixedTargetQueries",
+    "DenoisingGenerator",
+    "dino_denoising",
+    "dn_detr_denoising",
+    "build_query_attention_mask",
+    "dynamic_num_groups",
+    "flip_labels",
+    "corner_noise_offsets",
+    "apply_corner_noise",
+    "centre_size_noise_offsets",
+    "apply_centre_size_noise",
+]
+
+
+@dataclass
+class FixedTargetQueries:
+    """A block of decoder queries with known targets (N = num_groups * group_size slots).
+
+    Attributes:
+        content: (B, N, D) content queries (``tgt``); zeros at padded slots.
+        reference: (B, N, 4) reference boxes in logit space, i.e. ``inverse_sigmoid`` of
+            normalised cxcywh boxes; zeros (the box (0.5, 0.5, 0.5, 0.5)) at padded slots.
+        labels: (B, N) int64 class targets; ``num_classes`` for negatives and padded slots.
+        boxes: (B, N, 4) normalised cxcywh box targets; zeros where ``positive`` is False.
+        valid: (B, N) bool, False at padded slots (which take part in no loss).
+        positive: (B, N) bool, True where the slot has a box target (valid and not negative).
+            Valid non-positive slots are negatives: classification loss only (target: no object).
+        num_groups: number of groups (the criterion's normaliser multiplies by it, as DINO does).
+        group_size: slots per group.
+    """
+
+    content: Tensor
+    reference: Tensor
+    labels: Tensor
+    boxes: Tensor
+    valid: Tensor
+    positive: Tensor
+    num_groups: int
+    group_size: int
+
+    @property
+    def num_queries(self) -> int:
+        """N, the number of fixed-target slots per image."""
+        return self.num_groups * self.group_size
+
+    def attn_mask(self, num_matching: int) -> Tensor:
+        """(B, N + num_matching, N + num_matching) bool self-attention mask, True = blocked, for
+        the decoder input ``cat([fixed queries, matching queries], dim=1)``.
+        See ``build_query_attention_mask``."""
+        return build_query_attention_mask(self.num_groups, self.group_size, num_matching, self.valid)
+
+
+def build_query_attention_mask(
+    num_groups: int,
+    group_size: int,
+    num_matching: int,
+    valid: Optional[Tensor] = None,
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    """Self-attention mask between query groups (PyTorch convention: True = may NOT attend).
+
+    Queries are laid out as ``[fixed group 0, ..., fixed group G-1, matching queries]``.
+    - matching queries cannot see any fixed-target query (no ground-truth leak);
+    - a fixed group cannot see other fixed groups;
+    - fixed queries can see the matching queries (DINO / DN-DETR behaviour);
+    - padded fixed slots (``valid`` False) are masked as keys for every query, except that the
+      diagonal stays open so that no row is fully masked (softmax would give NaN).
+
+    Args:
+        num_groups, group_size: fixed-target layout; N = num_groups * group_size.
+        num_matching: number of matching (Hungarian) queries appended after the fixed ones.
+        valid: optional (B, N) bool, False at padded slots.
+        device: device of the result when ``valid`` is None.
+    Returns:
+        (L, L) bool with L = N + num_matching when ``valid`` is None, else (B, L, L).
+        For ``nn.MultiheadAttention`` expand a (B, L, L) mask to (B * num_heads, L, L) with
+        ``mask.repeat_interleave(num_heads, dim=0)``.
+    """
+    if valid is not None:
+        device = valid.device
+    num_fixed = num_groups * group_size
+    total = num_fixed + num_matching
+    mask = torch.zeros(total, total, dtype=torch.bool, device=device)
+    group_id = torch.arange(num_fixed, device=device) // group_size
+    mask[:num_fixed, :num_fixed] = group_id[:, None] != group_id[None, :]
+    mask[num_fixed:, :num_fixed] = True
+    if valid is None:
+        return mask
+    padded_key = torch.cat([~valid, valid.new_zeros(valid.shape[0], num_matching)], dim=1)
+    mask = mask[None] | padded_key[:, None, :]
+    diag = torch.arange(total, device=device)
+    mask[:, diag, diag] = False
+    return mask
+
+
+def dynamic_num_groups(num_dn_queries: int, max_gt: int) -> int:
+    """DINO's dynamic group count: ``max(1, num_dn_queries // max_gt)``.
+
+    ``num_dn_queries`` is DINO's ``dn_number`` / Co-DETR's ``num_dn_queries`` (100 in the papers'
+    configs). A CDN group holds 2 * max_gt queries, so about 2 * num_dn_queries queries in total
+    (official code: ``(2 * dn_number) // (2 * max_gt)``).
+    """
+    if max_gt <= 0:
+        return 1
+    return max(1, num_dn_queries // max_gt)
+
+
+def flip_labels(labels: Tensor, prob: float, num_classes: int) -> Tensor:
+    """Replace each label, with probability ``prob``, by a uniformly random class in
+    [0, num_classes) (which may equal the original, as in DN-DETR / DINO). Any shape."""
+    flip = torch.rand(labels.shape, device=labels.device) < prob
+    random = torch.randint_like(labels, 0, num_classes)
+    return torch.where(flip, random, labels)
+
+
+def corner_noise_offsets(boxes: Tensor, negative: Tensor, scale: float) -> Tensor:
+    """DINO CDN corner noise, before clamping.
+
+    Each xyxy corner coordinate moves by ``sign * m * scale * (half width or half height)`` with a
+    random sign and ``m ~ U[0, 1)`` for positives, ``m ~ U[1, 2)`` for negatives.
+
+    Args:
+        boxes: (..., 4) normalised cxcywh. negative: (...) bool, broadcastable to boxes[..., 0].
+    Returns:
+        (..., 4) offsets to add to the xyxy corners.
+    """
+    wh = boxes[..., 2:]
+    half = torch.cat([wh, wh], dim=-1) / 2
+    magnitude = torch.rand_like(boxes) + negative[..., None].to(boxes.dtype)
+    sign = torch.randint_like(boxes, 0, 2) * 2 - 1
+    return sign * magnitude * half * scale
+
+
+def apply_corner_noise(boxes: Tensor, negative: Tensor, scale: float) -> Tensor:
+    """Noised boxes (..., 4) normalised cxcywh: corner offsets, clamp to [0, 1], back to cxcywh.
+
+    As in official DINO, a negative's corners may cross (width or height <= 0); such a box is
+    only a reference for a "no object" query, and ``inverse_sigmoid`` clamps it."""
+    xyxy = box_cxcywh_to_xyxy(boxes) + corner_noise_offsets(boxes, negative, scale)
+    return box_xyxy_to_cxcywh(xyxy.clamp(min=0.0, max=1.0))
+
+
+def centre_size_noise_offsets(boxes: Tensor, scale: float) -> Tensor:
+    """DN-DETR box noise, before clamping: (..., 4) cxcywh offsets ``U(-1, 1) * (w/2, h/2, w, h) * scale``,
+    so the centre moves by less than scale * w/2 (stays in the box for scale < 1) and the size
+    becomes w * (1 +- u * scale)."""
+    wh = boxes[..., 2:]
+    diff = torch.cat([wh / 2, wh], dim=-1)
+    return (torch.rand_like(boxes) * 2 - 1) * diff * scale
+
+
+def apply_centre_size_noise(boxes: Tensor, scale: float) -> Tensor:
+    """Noised boxes (..., 4) normalised cxcywh, clamped to [0, 1] (as DN-DETR)."""
+    return (boxes + centre_size_noise_offsets(boxes, scale)).clamp(min=0.0, max=1.0)
+
+
+def pad_targets(targets: List[Dict[str, Tensor]], max_gt: int, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+    """Stack per-image targets into padded tensors.
+
+    Returns:
+        labels (B, max_gt) int64 (0 at padding), boxes (B, max_gt, 4) cxcywh (0 at padding),
+        valid (B, max_gt) bool.
+    """
+    batch = len(targets)
+    labels = torch.zeros(batch, max_gt, dtype=torch.int64, device=device)
+    boxes = torch.zeros(batch, max_gt, 4, device=device)
+    valid = torch.zeros(batch, max_gt, dtype=torch.bool, device=device)
+    for b, t in enumerate(targets):
+        n = t["labels"].numel()
+        labels[b, :n] = t["labels"]
+        boxes[b, :n] = t["boxes"].float()
+        valid[b, :n] = True
+    return labels, boxes, valid
+
+
+class DenoisingGenerator(nn.Module):
+    """Builds the denoising queries of a training batch (DN-DETR and DINO CDN).
+
+    ``mode="cdn"`` (DINO): positive and negative copies of every box per group; corner noise,
+    positives within ``box_noise_scale`` half-sizes, negatives in [1, 2) times that; negatives
+    target "no object". Content = ``label_embedding(noised label)``, an
+    ``nn.Embedding(num_classes, embed_dim)``.
+
+    ``mode="dn"`` (DN-DETR): one noised positive copy per box and group; centre shift and size
+    scaling noise. Content = ``cat([label_embedding(noised label), 1])`` with
+    ``label_embedding = nn.Embedding(num_classes + 1, embed_dim - 1)``: the trailing 1 is the
+    denoising indicator. The matching queries of a DN-DETR model must carry indicator 0: their
+    content is ``cat([label_embedding.weight[num_classes], 0])`` (DN-DAB-DETR; row num_classes
+    is the "unknown" class) or ``cat([learned tgt (embed_dim - 1), 0])`` (deformable variant).
+    That is the meta-architecture's job; this module only builds the denoising part.
+
+    Groups: ``num_dn_queries`` set -> dynamic, ``max(1, num_dn_queries // max_gt)`` (DINO);
+    ``fixed_num_groups`` set -> that many groups (DN-DETR: 5). Exactly one must be given.
+
+    Call it in training only: ``forward(targets)`` -> ``FixedTargetQueries`` or None when no
+    image of the batch has a box.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embed_dim: int = 256,
+        mode: str = "cdn",
+        num_dn_queries: Optional[int] = 100,
+        fixed_num_groups: Optional[int] = None,
+        label_flip_prob: float = 0.25,
+        box_noise_scale: float = 1.0,
+    ):
+        super().__init__()
+        if mode not in ("cdn", "dn"):
+            raise ValueError(f"DenoisingGenerator: mode={mode!r}; expected 'cdn' (DINO) or 'dn' (DN-DETR)")
+        if (num_dn_queries is None) == (fixed_num_groups is None):
+            raise ValueError(
+                f"DenoisingGenerator: num_dn_queries={num_dn_queries}, fixed_num_groups={fixed_num_groups}; "
+                "expected exactly one of them (dynamic or fixed groups)"
+            )
+        for name, value in (("num_dn_queries", num_dn_queries), ("fixed_num_groups", fixed_num_groups)):
+            if value is not None and value < 1:
+                raise ValueError(f"DenoisingGenerator: {name}={value}; expected >= 1")
+        if not 0.0 <= label_flip_prob <= 1.0:
+            raise ValueError(f"DenoisingGenerator: label_flip_prob={label_flip_prob}; expected in [0, 1]")
+        if box_noise_scale < 0:
+            raise ValueError(f"DenoisingGenerator: box_noise_scale={box_noise_scale}; expected >= 0")
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.mode = mode
+        self.num_dn_queries = num_dn_queries
+        self.fixed_num_groups = fixed_num_groups
+        self.label_flip_prob = label_flip_prob
+        self.box_noise_scale = box_noise_scale
+        if self.contrastive:
+            self.label_embedding = nn.Embedding(num_classes, embed_dim)
+        else:
+            self.label_embedding = nn.Embedding(num_classes + 1, embed_dim - 1)
+
+    @property
+    def contrastive(self) -> bool:
+        return self.mode == "cdn"
+
+    def num_groups(self, max_gt: int) -> int:
+        if self.fixed_num_groups is not None:
+            return self.fixed_num_groups
+        return dynamic_num_groups(self.num_dn_queries, max_gt)
+
+    def forward(self, targets: List[Dict[str, Tensor]]) -> Optional[FixedTargetQueries]:
+        """Args:
+            targets: B dicts with "labels" (G_b,) int64 and "boxes" (G_b, 4) normalised cxcywh.
+        Returns:
+            ``FixedTargetQueries`` with N = num_groups * group_size slots, or None if sum G_b = 0.
+        """
+        max_gt = max((t["labels"].numel() for t in targets), default=0)
+        if max_gt == 0:
+            return None
+        device = self.label_embedding.weight.device
+        labels, boxes, valid = pad_targets(targets, max_gt, device)
+        num_groups = self.num_groups(max_gt)
+        parts = 2 if self.contrastive else 1
+        # (B, groups, parts, max_gt) layout, flattened to (B, N) at the end.
+        shape = (len(targets), num_groups, parts, max_gt)
+        labels = labels[:, None, None].expand(shape)
+        boxes = boxes[:, None, None].expand(*shape, 4)
+        valid = valid[:, None, None].expand(shape)
+        negative = torch.zeros(parts, dtype=torch.bool, device=device)
+        negative[1:] = True
+        negative = negative[None, None, :, None].expand(shape)
+
+        noised_labels = flip_labels(labels, self.label_flip_prob, self.num_classes)
+        noised_boxes = self._noise_boxes(boxes, negative)
+        positive = valid & ~negative
+        flat = lambda x: x.reshape(len(targets), num_groups * parts * max_gt, *x.shape[4:])  # noqa: E731
+        return FixedTargetQueries(
+            content=flat(self._content(noised_labels, valid)),
+            reference=flat(inverse_sigmoid(noised_boxes) * valid[..., None]),
+            labels=flat(torch.where(positive, labels, torch.full_like(labels, self.num_classes))),
+            boxes=flat(boxes * positive[..., None]),
+            valid=flat(valid),
+            positive=flat(positive),
+            num_groups=num_groups,
+            group_size=parts * max_gt,
+        )
+
+    def _noise_boxes(self, boxes: Tensor, negative: Tensor) -> Tensor:
+        """(..., 4) normalised cxcywh -> noised (..., 4) normalised cxcywh."""
+        if self.box_noise_scale == 0:
+            return boxes
+        if self.contrastive:
+            return apply_corner_noise(boxes, negative, self.box_noise_scale)
+        return apply_centre_size_noise(boxes, self.box_noise_scale)
+
+    def _content(self, labels: Tensor, valid: Tensor) -> Tensor:
+        """(...) noised labels -> (..., embed_dim) content queries, zero at padded slots."""
+        content = self.label_embedding(labels)
+        if not self.contrastive:
+            content = torch.cat([content, torch.ones_like(content[..., :1])], dim=-1)
+        return content * valid[..., None].to(content.dtype)
+
+
+def dino_denoising(
+    num_classes: int,
+    embed_dim: int = 256,
+    num_dn_queries: int = 100,
+    label_noise_ratio: float = 0.5,
+    box_noise_scale: float = 1.0,
+) -> DenoisingGenerator:
+    """DINO's contrastive denoising with its config names: a label flips with probability
+    ``label_noise_ratio * 0.5`` (official code); detrex / Co-DINO defaults."""
+    return DenoisingGenerator(
+        num_classes,
+        embed_dim,
+        mode="cdn",
+        num_dn_queries=num_dn_queries,
+        label_flip_prob=label_noise_ratio * 0.5,
+        box_noise_scale=box_noise_scale,
+    )
+
+
+def dn_detr_denoising(
+    num_classes: int,
+    embed_dim: int = 256,
+    num_groups: int = 5,
+    label_noise_scale: float = 0.2,
+    box_noise_scale: float = 0.4,
+) -> DenoisingGenerator:
+    """DN-DETR's denoising with its defaults (``--scalar 5 --label_noise_scale 0.2
+    --box_noise_scale 0.4``; the label flip probability is ``label_noise_scale``)."""
+    return DenoisingGenerator(
+        num_classes,
+        embed_dim,
+        mode="dn",
+        num_dn_queries=None,
+        fixed_num_groups=num_groups,
+        label_flip_prob=label_noise_scale,
+        box_noise_scale=box_noise_scale,
+    )

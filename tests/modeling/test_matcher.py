@@ -1,0 +1,112 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from codetr.modeling.matcher import HungarianMatcher
+
+
+def independent_cost(logits, boxes, labels, tgt_boxes, w_class=2.0, w_bbox=5.0, w_giou=2.0, alpha=0.25, gamma=2.0):
+    """Cost written out with Python floats, one (query, target) pair at a time."""
+    def xyxy(b):
+        cx, cy, w, h = b
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+    def giou(a, b):
+        a, b = xyxy(a), xyxy(b)
+        iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = iw * ih
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        enclosing = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
+        return inter / union - (enclosing - union) / enclosing
+
+    num_q, num_g = logits.shape[0], labels.shape[0]
+    cost = [[0.0] * num_g for _ in range(num_q)]
+    for q in range(num_q):
+        for g in range(num_g):
+            p = 1 / (1 + math.exp(-float(logits[q, labels[g]])))
+            focal = alpha * (1 - p) ** gamma * (-math.log(p)) - (1 - alpha) * p**gamma * (-math.log(1 - p))
+            l1 = sum(abs(float(boxes[q, k]) - float(tgt_boxes[g, k])) for k in range(4))
+            cost[q][g] = w_class * focal + w_bbox * l1 - w_giou * giou(boxes[q].tolist(), tgt_boxes[g].tolist())
+    return cost
+
+
+def random_case(num_q, num_g, num_classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_q, num_classes, generator=g) * 2
+    boxes = torch.cat([torch.rand(num_q, 2, generator=g) * 0.6 + 0.2, torch.rand(num_q, 2, generator=g) * 0.3 + 0.05], 1)
+    labels = torch.randint(0, num_classes, (num_g,), generator=g)
+    tgt_boxes = torch.cat([torch.rand(num_g, 2, generator=g) * 0.6 + 0.2, torch.rand(num_g, 2, generator=g) * 0.3 + 0.05], 1)
+    return logits, boxes, labels, tgt_boxes
+
+
+def test_cost_matrix_matches_independent_formula():
+    logits, boxes, labels, tgt_boxes = random_case(5, 3, seed=3)
+    cost = HungarianMatcher().cost_matrix(logits, boxes, labels, tgt_boxes)
+    expected = torch.tensor(independent_cost(logits, boxes, labels, tgt_boxes))
+    torch.testing.assert_close(cost, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_q,num_g,seed", [(3, 3, 0), (4, 2, 1), (5, 3, 2), (6, 4, 3), (5, 5, 4), (6, 1, 5)])
+def test_assignment_is_optimal_against_brute_force(num_q, num_g, seed):
+    logits, boxes, labels, tgt_boxes = random_case(num_q, num_g, seed=seed)
+    cost = independent_cost(logits, boxes, labels, tgt_boxes)
+    best = min(
+        sum(cost[q][g] for g, q in enumerate(queries)) for queries in itertools.permutations(range(num_q), num_g)
+    )
+    (rows, cols), = HungarianMatcher()(logits[None], boxes[None], [{"labels": labels, "boxes": tgt_boxes}])
+    assert rows.dtype == cols.dtype == torch.int64
+    assert len(rows) == num_g and sorted(cols.tolist()) == list(range(num_g))  # every target matched once
+    assert len(set(rows.tolist())) == num_g  # one target per query
+    assert rows.tolist() == sorted(rows.tolist())
+    total = sum(cost[q][g] for q, g in zip(rows.tolist(), cols.tolist()))
+    assert total == pytest.approx(best, rel=1e-5, abs=1e-5)
+
+
+def test_recovers_obvious_permutation():
+    tgt_boxes = torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.7, 0.7, 0.2, 0.2], [0.5, 0.2, 0.3, 0.1]])
+    labels = torch.tensor([0, 2, 1])
+    order = [2, 0, 1]  # query q predicts target order[q]
+    boxes = tgt_boxes[order]
+    logits = torch.full((3, 3), -5.0)
+    logits[torch.arange(3), labels[order]] = 5.0
+    (rows, cols), = HungarianMatcher()(logits[None], boxes[None], [{"labels": labels, "boxes": tgt_boxes}])
+    assert rows.tolist() == [0, 1, 2]
+    assert cols.tolist() == order
+
+
+def test_batch_with_zero_target_image():
+    logits, boxes, labels, tgt_boxes = random_case(4, 2, seed=7)
+    targets = [
+        {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
+        {"labels": labels, "boxes": tgt_boxes},
+    ]
+    out = HungarianMatcher()(torch.stack([logits, logits]), torch.stack([boxes, boxes]), targets)
+    assert out[0][0].numel() == 0 and out[0][1].numel() == 0
+    assert out[0][0].dtype == torch.int64
+    assert len(out[1][0]) == 2
+
+
+def test_zero_queries():
+    labels = torch.tensor([1])
+    tgt = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    out = HungarianMatcher()(torch.zeros(1, 0, 3), torch.zeros(1, 0, 4), [{"labels": labels, "boxes": tgt}])
+    assert out[0][0].numel() == 0 and out[0][1].numel() == 0
+
+
+def test_low_precision_inputs_cost_in_fp32():
+    logits, boxes, labels, tgt_boxes = random_case(4, 3, seed=9)
+    matcher = HungarianMatcher()
+    cost = matcher.cost_matrix(logits.bfloat16(), boxes.bfloat16(), labels, tgt_boxes.bfloat16())
+    assert cost.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (rows, cols), = matcher(logits[None], boxes[None], [{"labels": labels, "boxes": tgt_boxes}])
+    (rows32, cols32), = matcher(logits[None], boxes[None], [{"labels": labels, "boxes": tgt_boxes}])
+    assert rows.tolist() == rows32.tolist() and cols.tolist() == cols32.tolist()
+
+
+def test_all_zero_costs_rejected():
+    with pytest.raises(ValueError, match="all costs are 0"):
+        HungarianMatcher(cost_class=0, cost_bbox=0, cost_giou=0)

@@ -1,1 +1,23 @@
+"""What ``train_net.py`` needs beyond Detectron2: a device-agnostic AMP / grad-clip trainer, model
+EMA, epoch-based schedules, optimizer parameter groups and prediction visualisation."""
+from .data import build_train_loader
+from .ema import EMAHook, build_model_ema, ema_has_weights
+from .optim import DEFAULT_EMBED_NAMES, get_optimizer_params
+from .schedule import iters_per_epoch, multistep_lr_schedule, resolve_schedule
+from .trainer import Trainer, parse_amp_dtype
+from .visualize import save_prediction_images
 
+__all__ = [
+    "build_train_loader",
+    "EMAHook",
+    "build_model_ema",
+    "ema_has_weights",
+    "DEFAULT_EMBED_NAMES",
+    "get_optimizer_params",
+    "iters_per_epoch",
+    "multistep_lr_schedule",
+    "resolve_schedule",
+    "Trainer",
+    "parse_amp_dtype",
+    "save_prediction_images",
+]

@@ -1,0 +1,33 @@
+"""Training defaults (detrex's configs/common/train.py, with epochs instead of iterations).
+
+Every field is read by train_net.py; override any of them on the command line, e.g.
+``train.device=cpu train.max_iter=20 train.amp.enabled=True train.amp.dtype=bfloat16``.
+"""
+train = dict(
+    output_dir="./output",
+    # checkpoint loaded before training / for --eval-only (a local path; "" = none)
+    init_checkpoint="",
+    # length in epochs; max_iter and iters_per_epoch are filled from the training dataset's size
+    # and dataloader.train.total_batch_size when None (codetr.engine.resolve_schedule).
+    # A value given here or on the command line wins (train.max_iter=20 for a quick run).
+    epochs=12,
+    max_iter=None,
+    iters_per_epoch=None,
+    device="cuda",
+    seed=-1,  # <0: random seed per run; >=0: seed + rank
+    # mixed precision: dtype "float16" (with a GradScaler) or "bfloat16"; CPU supports both
+    amp=dict(enabled=False, dtype="float16"),
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    # total-gradient-norm clipping (DETR family: L2 norm 0.1)
+    clip_grad=dict(enabled=False, max_norm=0.1, norm_type=2.0),
+    # EMA of the weights; saved under "ema" in checkpoints; evaluated next to the raw weights
+    # during training, and instead of them with --eval-only when use_ema_weights_for_eval_only
+    model_ema=dict(enabled=False, decay=0.999, use_ema_weights_for_eval_only=True),
+    checkpointer=dict(period=5000, max_to_keep=100),  # iterations
+    eval_period=5000,  # iterations; evaluation also runs after the last iteration
+    log_period=20,  # iterations
+    # after training / --eval-only: draw the detections of this many test images into
+    # output_dir/vis (0 disables)
+    vis_output_images=0,
+    vis_score_threshold=0.3,
+)

@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Train and evaluate any codetr detector from a LazyConfig (one entry point for all of them).
+
+    python train_net.py --config-file configs/dino/dino_r50_4scale_12ep.py --num-gpus 8
+    python train_net.py --config-file ... --resume
+    python train_net.py --config-file ... --eval-only train.init_checkpoint=output/model_final.pth
+    python train_net.py --config-file ... train.device=cpu train.max_iter=20 dataloader.train.total_batch_size=2
+
+The config defines ``model``, ``dataloader`` (``train``, ``test``, ``evaluator``), ``optimizer``,
+``lr_multiplier`` and ``train`` (see configs/common/train.py for every ``train.*`` field).
+Schedules are in epochs: ``train.max_iter`` / ``train.iters_per_epoch`` are derived from the
+training set's size unless given (codetr.engine.resolve_schedule).
+
+Distributed training goes through Detectron2's ``launch`` (one process per GPU, DDP, NCCL).
+``--num-gpus`` is the number of processes per machine; with ``train.device=cpu`` the processes
+run on the CPU and talk over gloo (CUDA is hidden from them so ``launch`` picks gloo).
+"""
+import logging
+import os
+import sys
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks, launch
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+
+from codetr.engine import (
+    EMAHook,
+    Trainer,
+    build_model_ema,
+    build_train_loader,
+    ema_has_weights,
+    parse_amp_dtype,
+    resolve_schedule,
+    save_prediction_images,
+)
+
+logger = logging.getLogger("codetr")
+
+
+def load_config(args):
+    cfg = LazyConfig.load(args.config_file)
+    return LazyConfig.apply_overrides(cfg, args.opts)
+
+
+def check_device(device: str) -> None:
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={device!r} but CUDA is not available; add train.device=cpu")
+
+
+def unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def evaluate(cfg, model):
+    """COCO-style evaluation of ``model`` on ``dataloader.test`` with ``dataloader.evaluator``."""
+    if "evaluator" not in cfg.dataloader:
+        logger.warning("No dataloader.evaluator in the config: skipping evaluation")
+        return {}
+    results = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def evaluate_with_ema(cfg, model, ema):
+    """Evaluate the raw weights, and the EMA weights (reported under ``ema/``) when enabled."""
+    results = evaluate(cfg, model)
+    if ema is not None:
+        logger.info("Evaluating the EMA weights")
+        results = dict(results)
+        results["ema"] = evaluate(cfg, ema.module)
+    return results
+
+
+def visualize(cfg, model):
+    num = cfg.train.get("vis_output_images", 0)
+    if not num or not comm.is_main_process():
+        return
+    names = cfg.dataloader.test.dataset.names
+    name = names if isinstance(names, str) else names[0]
+    out_dir = os.path.join(cfg.train.output_dir, "vis")
+    paths = save_prediction_images(
+        model, instantiate(cfg.dataloader.test), name, out_dir, num, cfg.train.get("vis_score_threshold", 0.3)
+    )
+    logger.info("Wrote %d images with detections to %s", len(paths), out_dir)
+
+
+def build_ema(cfg, model):
+    ema_cfg = cfg.train.get("model_ema", None)
+    if ema_cfg is None or not ema_cfg.get("enabled", False):
+        return None
+    return build_model_ema(model, ema_cfg.get("decay", 0.999))
+
+
+def do_eval_only(cfg, model):
+    ema = build_ema(cfg, model)
+    checkpointables = {"ema": ema} if ema is not None else {}
+    DetectionCheckpointer(model, cfg.train.output_dir, **checkpointables).load(cfg.train.init_checkpoint)
+    if ema is not None and cfg.train.model_ema.get("use_ema_weights_for_eval_only", True):
+        if ema_has_weights(ema):
+            logger.info("Evaluating the EMA weights of %s", cfg.train.init_checkpoint)
+            model = ema.module
+        else:
+            logger.warning("%s has no EMA weights: evaluating the raw weights", cfg.train.init_checkpoint)
+    results = evaluate(cfg, model)
+    visualize(cfg, model)
+    return results
+
+
+def do_train(args, cfg, model):
+    train_loader, num_images = build_train_loader(cfg.dataloader.train)
+    resolve_schedule(cfg.train, num_images, cfg.dataloader.train.total_batch_size)
+
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    ema = build_ema(cfg, model)  # from the unwrapped model, before DDP
+
+    ddp_kwargs = dict(cfg.train.get("ddp", {}))
+    if torch.device(cfg.train.device).type == "cpu":
+        ddp_kwargs["device_ids"] = None
+    model = create_ddp_model(model, **ddp_kwargs)
+
+    amp = cfg.train.get("amp", {})
+    clip = cfg.train.get("clip_grad", {})
+    device_type = torch.device(cfg.train.device).type
+    amp_dtype = parse_amp_dtype(amp.get("dtype", "float16"))
+    logger.info(
+        "Training on %s; mixed precision: %s; gradient clipping: %s; EMA: %s",
+        device_type,
+        f"{amp_dtype} autocast" if amp.get("enabled", False) else "off",
+        f"max_norm={clip.get('max_norm')} norm_type={clip.get('norm_type', 2.0)}" if clip.get("enabled", False) else "off",
+        f"decay={cfg.train.model_ema.decay}" if ema is not None else "off",
+    )
+    trainer = Trainer(
+        model,
+        train_loader,
+        optimizer,
+        device_type=device_type,
+        amp_enabled=amp.get("enabled", False),
+        amp_dtype=amp_dtype,
+        clip_grad_max_norm=clip.get("max_norm") if clip.get("enabled", False) else None,
+        clip_grad_norm_type=clip.get("norm_type", 2.0),
+    )
+    checkpointables = {"ema": ema} if ema is not None else {}
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, **checkpointables)
+    max_iter = cfg.train.max_iter
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            EMAHook(ema, model) if ema is not None else None,
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer, max_iter=max_iter)
+            if comm.is_main_process()
+            else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: evaluate_with_ema(cfg, unwrap(model), ema)),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, max_iter), period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, max_iter)
+    visualize(cfg, ema.module if ema is not None else unwrap(model))
+
+
+def main(args):
+    cfg = load_config(args)
+    default_setup(cfg, args)
+    check_device(cfg.train.device)
+    if comm.get_world_size() > 1:
+        logger.info("Distributed: world size %d, backend %s", comm.get_world_size(), torch.distributed.get_backend())
+
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    logger.info("Model:\n%s", model)
+
+    if args.eval_only:
+        return do_eval_only(cfg, model)
+    do_train(args, cfg, model)
+
+
+def hide_cuda_for_cpu_workers(args) -> None:
+    """Detectron2's launch picks NCCL whenever CUDA is visible; a CPU run (``train.device=cpu``)
+    with several processes needs gloo, so hide the GPUs from the spawned workers."""
+    if args.num_gpus * args.num_machines <= 1:
+        return
+    if torch.device(load_config(args).train.device).type == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    if not args.config_file:
+        sys.exit("train_net.py: --config-file is required")
+    hide_cuda_for_cpu_workers(args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

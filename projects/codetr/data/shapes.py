@@ -375,6 +375,34 @@ def generate_split(root: str, split: str, num_images: int, seed: int = 0, worker
     if split_is_complete(final, num_images, seed):
         return final
     os.makedirs(root, exist_ok=True)
+    with _FileLock(os.path.join(root, f".shapes_{split}.lock")):  # one generator per split at a time
+        if split_is_complete(final, num_images, seed):  # made by the process we waited for
+            return final
+        return _generate_split_unlocked(root, final, split, num_images, seed, workers)
+
+
+class _FileLock:
+    """Advisory exclusive lock (``fcntl.flock``) on a file; a no-op where fcntl is missing."""
+
+    def __init__(self, path: str):
+        self.path, self.fd = path, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX
+            return self
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+
+
+def _generate_split_unlocked(root: str, final: str, split: str, num_images: int, seed: int, workers) -> str:
     _remove_stale_tmp(root)
     tmp = os.path.join(root, f".tmp-shapes-{split}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     image_dir = os.path.join(tmp, "images")

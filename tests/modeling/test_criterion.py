@@ -99,7 +99,7 @@ def fixed_queries():
     box_a = [0.4, 0.4, 0.2, 0.3]
     return FixedTargetQueries(
         content=torch.zeros(1, 4, 8),
-        reference=torch.zeros(1, 4, 4),
+        ref_boxes=torch.full((1, 4, 4), 0.5),
         labels=torch.tensor([[2, C, 2, C]]),
         boxes=torch.tensor([[box_a, [0.0] * 4, box_a, [0.0] * 4]]),
         valid=torch.tensor([[True, True, True, False]]),

@@ -48,7 +48,7 @@ def test_cdn_group_count_and_layout():
     assert dn.num_groups == 10 // 3 and dn.group_size == 2 * 3
     n = dn.num_groups * dn.group_size
     assert dn.num_queries == n
-    assert dn.content.shape == (2, n, DIM) and dn.reference.shape == (2, n, 4)
+    assert dn.content.shape == (2, n, DIM) and dn.ref_boxes.shape == (2, n, 4)
     assert dn.labels.shape == (2, n) and dn.boxes.shape == (2, n, 4)
     # per group: 3 positive slots then 3 negative slots; image 1 has one box -> slots 1, 2, 4, 5 padded
     group_valid = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 0, 0, 1, 0, 0]], dtype=torch.bool)
@@ -76,7 +76,7 @@ def test_padding_slots_are_empty():
     pad = ~dn.valid
     assert pad.sum() == dn.num_groups * 2 * 2  # image 1 misses 2 positive + 2 negative slots per group
     assert (dn.content[pad] == 0).all()
-    assert (dn.reference[pad] == 0).all()
+    assert (dn.ref_boxes[pad] == 0.5).all()
     assert (dn.labels[pad] == NUM_CLASSES).all()
     assert (dn.boxes[pad] == 0).all()
     assert not dn.positive[pad].any()
@@ -147,6 +147,15 @@ def test_corner_noise_ranges():
     assert (offsets > 0).float().mean().item() == pytest.approx(0.5, abs=0.02)  # random sign
 
 
+def test_reference_boxes_are_valid_even_for_crossed_negatives():
+    torch.manual_seed(7)
+    targets = make_targets([5, 3], seed=8)
+    dn = dino_denoising(NUM_CLASSES, DIM, num_dn_queries=100, box_noise_scale=1.0)(targets)
+    # negatives at scale 1 often cross their corners (w or h <= 0): the logit round trip clamps
+    assert dn.ref_boxes.min() >= 1e-3 - 1e-6 and dn.ref_boxes.max() <= 1 - 1e-3 + 1e-6
+    assert not dn.ref_boxes.requires_grad
+
+
 def test_corner_noise_is_clamped_to_image():
     torch.manual_seed(3)
     boxes = torch.tensor([[0.05, 0.95, 0.1, 0.1]]).repeat(1000, 1)
@@ -175,7 +184,7 @@ def test_generator_positive_references_within_noise_bound():
     targets = [{"labels": torch.tensor([1, 3]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.1], [0.3, 0.6, 0.1, 0.3]])}]
     dn = dino_denoising(NUM_CLASSES, DIM, num_dn_queries=200, box_noise_scale=scale)(targets)
     pos = dn.positive[0]
-    ref = cxcywh_to_xyxy(dn.reference[0, pos].sigmoid())
+    ref = cxcywh_to_xyxy(dn.ref_boxes[0, pos])
     gt = cxcywh_to_xyxy(dn.boxes[0, pos])
     half = torch.cat([dn.boxes[0, pos, 2:], dn.boxes[0, pos, 2:]], 1) / 2
     assert ((ref - gt).abs() <= scale * half + 1e-5).all()
@@ -187,7 +196,7 @@ def test_zero_noise_reference_is_ground_truth():
     dn = dino_denoising(NUM_CLASSES, DIM, box_noise_scale=0.0)(targets)
     valid = dn.valid
     target_boxes = torch.cat([t["boxes"] for t in targets])
-    ref = dn.reference[valid].sigmoid().view(-1, 4)
+    ref = dn.ref_boxes[valid].view(-1, 4)
     # every valid slot (positive or negative) carries the clean box when the noise scale is 0
     assert all(any(torch.allclose(r, b, atol=1e-5) for b in target_boxes) for r in ref)
 

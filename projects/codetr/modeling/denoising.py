@@ -10,7 +10,8 @@ With ``max_gt`` the largest number of boxes of an image in the batch:
 - DN (DN-DETR): ``group_size = max_gt``; slot i is the (positive) noised copy of box i.
 
 An image with fewer than ``max_gt`` boxes leaves the remaining slots as padding (``valid`` False):
-zero content, zero reference logits, no loss, masked as attention keys.
+zero content, reference box (0.5, 0.5, 0.5, 0.5) (DINO's zero logits), no loss, masked as
+attention keys.
 
 Co-DETR's customised positive queries are the same kind of object: the meta-architecture builds a
 ``FixedTargetQueries`` from an auxiliary head's assignment (one group, ``positive`` False for the
@@ -45,8 +46,10 @@ class FixedTargetQueries:
 
     Attributes:
         content: (B, N, D) content queries (``tgt``); zeros at padded slots.
-        reference: (B, N, 4) reference boxes in logit space, i.e. ``inverse_sigmoid`` of
-            normalised cxcywh boxes; zeros (the box (0.5, 0.5, 0.5, 0.5)) at padded slots.
+        ref_boxes: (B, N, 4) reference boxes, normalised cxcywh (the decoder's ``ref_boxes``):
+            the noised boxes passed through ``sigmoid(inverse_sigmoid(.))`` as in DINO, i.e.
+            clamped to [eps, 1 - eps]; (0.5, 0.5, 0.5, 0.5) (zero logits) at padded slots.
+            Not differentiable.
         labels: (B, N) int64 class targets; ``num_classes`` for negatives and padded slots.
         boxes: (B, N, 4) normalised cxcywh box targets; zeros where ``positive`` is False.
         valid: (B, N) bool, False at padded slots (which take part in no loss).
@@ -57,7 +60,7 @@ class FixedTargetQueries:
     """
 
     content: Tensor
-    reference: Tensor
+    ref_boxes: Tensor
     labels: Tensor
     boxes: Tensor
     valid: Tensor
@@ -162,7 +165,7 @@ def apply_corner_noise(boxes: Tensor, negative: Tensor, scale: float) -> Tensor:
     """Noised boxes (..., 4) normalised cxcywh: corner offsets, clamp to [0, 1], back to cxcywh.
 
     As in official DINO, a negative's corners may cross (width or height <= 0); such a box is
-    only a reference for a "no object" query, and ``inverse_sigmoid`` clamps it."""
+    only a reference for a "no object" query, and the logit round trip clamps it."""
     xyxy = box_cxcywh_to_xyxy(boxes) + corner_noise_offsets(boxes, negative, scale)
     return box_xyxy_to_cxcywh(xyxy.clamp(min=0.0, max=1.0))
 
@@ -278,32 +281,39 @@ class DenoisingGenerator(nn.Module):
         max_gt = max((t["labels"].numel() for t in targets), default=0)
         if max_gt == 0:
             return None
-        device = self.label_embedding.weight.device
-        labels, boxes, valid = pad_targets(targets, max_gt, device)
+        labels, boxes, valid = pad_targets(targets, max_gt, self.label_embedding.weight.device)
         num_groups = self.num_groups(max_gt)
-        parts = 2 if self.contrastive else 1
-        # (B, groups, parts, max_gt) layout, flattened to (B, N) at the end.
-        shape = (len(targets), num_groups, parts, max_gt)
-        labels = labels[:, None, None].expand(shape)
-        boxes = boxes[:, None, None].expand(*shape, 4)
-        valid = valid[:, None, None].expand(shape)
-        negative = torch.zeros(parts, dtype=torch.bool, device=device)
-        negative[1:] = True
-        negative = negative[None, None, :, None].expand(shape)
-
+        labels, boxes, valid, negative = self._replicate(labels, boxes, valid, num_groups)
         noised_labels = flip_labels(labels, self.label_flip_prob, self.num_classes)
         noised_boxes = self._noise_boxes(boxes, negative)
         positive = valid & ~negative
-        flat = lambda x: x.reshape(len(targets), num_groups * parts * max_gt, *x.shape[4:])  # noqa: E731
+        batch, group_size = len(targets), negative.shape[2] * max_gt
+
+        def flat(x: Tensor) -> Tensor:  # (B, groups, parts, max_gt, ...) -> (B, N, ...)
+            return x.reshape(batch, num_groups * group_size, *x.shape[4:])
+
         return FixedTargetQueries(
             content=flat(self._content(noised_labels, valid)),
-            reference=flat(inverse_sigmoid(noised_boxes) * valid[..., None]),
+            ref_boxes=flat((inverse_sigmoid(noised_boxes) * valid[..., None]).sigmoid()),
             labels=flat(torch.where(positive, labels, torch.full_like(labels, self.num_classes))),
             boxes=flat(boxes * positive[..., None]),
             valid=flat(valid),
             positive=flat(positive),
             num_groups=num_groups,
-            group_size=parts * max_gt,
+            group_size=group_size,
+        )
+
+    def _replicate(self, labels: Tensor, boxes: Tensor, valid: Tensor, num_groups: int) -> Tuple[Tensor, ...]:
+        """Padded (B, max_gt) targets -> (B, groups, parts, max_gt) copies, parts = 2 (positive,
+        negative) for CDN, 1 for DN; returns labels, boxes (..., 4), valid, negative."""
+        parts = 2 if self.contrastive else 1
+        shape = (labels.shape[0], num_groups, parts, labels.shape[1])
+        negative = torch.arange(parts, device=labels.device) == 1
+        return (
+            labels[:, None, None].expand(shape),
+            boxes[:, None, None].expand(*shape, 4),
+            valid[:, None, None].expand(shape),
+            negative[None, None, :, None].expand(shape),
         )
 
     def _noise_boxes(self, boxes: Tensor, negative: Tensor) -> Tensor:

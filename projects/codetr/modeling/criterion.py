@@ -120,7 +120,9 @@ class DETRCriterion(nn.Module):
         return losses
 
     # ------------------------------------------------------------------ the two query kinds
-    def matched_losses(self, outputs: Dict, targets: List[Dict[str, Tensor]], num_boxes: Tensor, suffix: str = "") -> Dict[str, Tensor]:
+    def matched_losses(
+        self, outputs: Dict, targets: List[Dict[str, Tensor]], num_boxes: Tensor, suffix: str = ""
+    ) -> Dict[str, Tensor]:
         """Hungarian-matched losses of ``outputs`` (last layer: ``suffix``) and of each of its
         ``outputs["aux_outputs"]`` (``{suffix}_{i}``), each layer matched on its own.
 
@@ -134,7 +136,9 @@ class DETRCriterion(nn.Module):
 
         return self._over_layers(outputs, one_layer, suffix)
 
-    def fixed_target_losses(self, outputs: Dict, fixed: FixedTargetQueries, normalizer: Union[Tensor, float], suffix: str) -> Dict[str, Tensor]:
+    def fixed_target_losses(
+        self, outputs: Dict, fixed: FixedTargetQueries, normalizer: Union[Tensor, float], suffix: str
+    ) -> Dict[str, Tensor]:
         """Losses of queries with known targets: ``outputs`` holds their predictions (B, N, ...)
         for the last layer (keys ``loss_*{suffix}``) and optionally ``aux_outputs``
         (``loss_*{suffix}_{i}``). Padded slots take part in no loss, negatives only in the
@@ -202,7 +206,9 @@ class DETRCriterion(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _over_layers(outputs: Dict, one_layer: Callable[[Dict, str], Dict[str, Tensor]], suffix: str) -> Dict[str, Tensor]:
+    def _over_layers(
+        outputs: Dict, one_layer: Callable[[Dict, str], Dict[str, Tensor]], suffix: str
+    ) -> Dict[str, Tensor]:
         """Apply ``one_layer`` to the last layer (``suffix``) and to aux layer i (``{suffix}_{i}``)."""
         losses = one_layer(outputs, suffix)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):

@@ -9,7 +9,6 @@ cxcywh); ``giou_loss`` takes xyxy boxes (normalised or absolute: GIoU is scale i
 """
 from typing import Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -75,7 +75,9 @@ class HungarianMatcher(nn.Module):
         return cost - self.cost_giou * giou
 
     @torch.no_grad()
-    def forward(self, pred_logits: Tensor, pred_boxes: Tensor, targets: List[Dict[str, Tensor]]) -> List[Tuple[Tensor, Tensor]]:
+    def forward(
+        self, pred_logits: Tensor, pred_boxes: Tensor, targets: List[Dict[str, Tensor]]
+    ) -> List[Tuple[Tensor, Tensor]]:
         """Match every image of the batch.
 
         Args:
@@ -93,7 +95,9 @@ class HungarianMatcher(nn.Module):
                 for b, t in enumerate(targets)
             ]
 
-    def _match_one(self, logits: Tensor, boxes: Tensor, tgt_labels: Tensor, tgt_boxes: Tensor) -> Tuple[Tensor, Tensor]:
+    def _match_one(
+        self, logits: Tensor, boxes: Tensor, tgt_labels: Tensor, tgt_boxes: Tensor
+    ) -> Tuple[Tensor, Tensor]:
         device = logits.device
         if logits.shape[0] == 0 or tgt_labels.numel() == 0:
             empty = torch.empty(0, dtype=torch.int64, device=device)

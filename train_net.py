@@ -27,6 +27,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks, launch
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from codetr.engine import (
     EMAHook,
@@ -175,6 +176,7 @@ def do_train(args, cfg, model):
 def main(args):
     cfg = load_config(args)
     default_setup(cfg, args)
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="codetr")
     check_device(cfg.train.device)
     if comm.get_world_size() > 1:
         logger.info("Distributed: world size %d, backend %s", comm.get_world_size(), torch.distributed.get_backend())

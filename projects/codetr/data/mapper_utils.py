@@ -77,6 +77,8 @@ def transform_box_annotations(
         if obj.get("iscrowd", 0) != 0:
             continue
         obj = {k: v for k, v in obj.items() if k not in ("segmentation", "keypoints")}
+        # integer json boxes would make detectron2 transform them in an int array (truncation)
+        obj["bbox"] = [float(v) for v in obj["bbox"]]
         annos.append(utils.transform_instance_annotations(obj, transforms, image_shape))
     instances = utils.annotations_to_instances(annos, image_shape)
     keep = instances.gt_boxes.nonempty(threshold=box_threshold)

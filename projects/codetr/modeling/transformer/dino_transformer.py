@@ -132,6 +132,17 @@ class DINOTransformer(nn.Module):
             "shapes": shapes,
         }
 
+    @staticmethod
+    def split_memory(enc: Dict) -> List[Tensor]:
+        """The encoder memory (N, S, C) of ``encode`` back as L maps (N, C, H_l, W_l), finest
+        first (Co-DETR's pyramid for its auxiliary heads)."""
+        memory = enc["memory"]
+        sizes = [h * w for h, w in enc["shapes"]]
+        return [
+            m.transpose(1, 2).reshape(memory.shape[0], memory.shape[2], h, w)
+            for m, (h, w) in zip(memory.split(sizes, 1), enc["shapes"])
+        ]
+
     def select_queries(self, enc: Dict) -> Dict[str, Tensor]:
         """Two-stage mixed query selection from the encoder output of ``encode``.
 

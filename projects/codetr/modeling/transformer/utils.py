@@ -7,13 +7,9 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from codetr.layers.box_ops import inverse_sigmoid  # noqa: F401  (re-exported)
+
 __all__ = ["inverse_sigmoid", "get_valid_ratios", "flatten_levels", "FFN", "clones"]
-
-
-def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
-    """logit(x) with x clamped to [eps, 1 - eps] (detrex's inverse_sigmoid)."""
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 def clones(module: nn.Module, n: int) -> nn.ModuleList:

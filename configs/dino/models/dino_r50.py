@@ -1,0 +1,67 @@
+"""DINO-R50 4-scale (detrex projects/dino/configs/models/dino_r50.py)."""
+from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone import BasicStem, ResNet
+
+from codetr.layers.position_encoding import PositionEmbeddingSine
+from codetr.modeling.backbone import ChannelMapper
+from codetr.modeling.criterion import DETRCriterion
+from codetr.modeling.denoising import dino_denoising
+from codetr.modeling.matcher import HungarianMatcher
+from codetr.modeling.meta_arch import DINO
+from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+
+model = L(DINO)(
+    backbone=L(ResNet)(
+        stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+        stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=False, norm="FrozenBN"),
+        out_features=["res3", "res4", "res5"],
+        freeze_at=1,
+    ),
+    position_embedding=L(PositionEmbeddingSine)(num_pos_feats=128, temperature=10000, normalize=True, offset=-0.5),
+    neck=L(ChannelMapper)(
+        input_shapes={
+            "res3": ShapeSpec(channels=512, stride=8),
+            "res4": ShapeSpec(channels=1024, stride=16),
+            "res5": ShapeSpec(channels=2048, stride=32),
+        },
+        in_features=["res3", "res4", "res5"],
+        out_channels=256,
+        num_outs=4,
+        kernel_size=1,
+        num_groups=32,
+    ),
+    transformer=L(DINOTransformer)(
+        encoder=L(DeformableEncoder)(
+            num_layers=6, embed_dim=256, num_heads=8, num_levels="${..num_feature_levels}", num_points=4,
+            ffn_dim=2048, dropout=0.0,
+        ),
+        decoder=L(DINODecoder)(
+            num_layers=6, embed_dim=256, num_heads=8, num_levels="${..num_feature_levels}", num_points=4,
+            ffn_dim=2048, dropout=0.0, num_classes="${...num_classes}", look_forward_twice=True,
+        ),
+        num_feature_levels=4,
+        num_queries=900,
+        embed_dim=256,
+        num_classes="${..num_classes}",
+    ),
+    criterion=L(DETRCriterion)(
+        num_classes="${..num_classes}",
+        matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0),
+        class_loss="focal",
+        weight_class=1.0,
+        weight_bbox=5.0,
+        weight_giou=2.0,
+        with_dn=True,
+    ),
+    denoising=L(dino_denoising)(
+        num_classes="${..num_classes}", embed_dim=256, num_dn_queries=100, label_noise_ratio=0.5, box_noise_scale=1.0
+    ),
+    num_classes=80,
+    pixel_mean=[123.675, 116.28, 103.53],
+    pixel_std=[58.395, 57.12, 57.375],
+    select_box_nums_for_evaluation=300,
+    aux_loss=True,
+    nms=None,
+    input_format="RGB",
+)

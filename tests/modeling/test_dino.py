@@ -1,0 +1,224 @@
+"""DINO meta-architecture on tiny models (CPU, seconds)."""
+import pytest
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
+from detectron2.structures import Boxes, Instances, pairwise_iou
+
+from codetr.layers.position_encoding import PositionEmbeddingSine
+from codetr.modeling.backbone import ChannelMapper
+from codetr.modeling.criterion import DETRCriterion
+from codetr.modeling.denoising import dino_denoising, dn_detr_denoising
+from codetr.modeling.meta_arch import DINO
+from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+
+D, K = 32, 3
+
+
+class PatchBackbone(Backbone):
+    """Non-overlapping strided convs: a position's features depend only on its own pixels, so
+    features of an image do not depend on its padding (unlike a ResNet's border convs)."""
+
+    def __init__(self, c=16):
+        super().__init__()
+        self.res3 = torch.nn.Conv2d(3, c, 8, 8)
+        self.res4 = torch.nn.Conv2d(c, c, 2, 2)
+        self.res5 = torch.nn.Conv2d(c, c, 2, 2)
+        self.c = c
+
+    def forward(self, x):
+        r3 = self.res3(x).relu()
+        r4 = self.res4(r3).relu()
+        return {"res3": r3, "res4": r4, "res5": self.res5(r4).relu()}
+
+    def output_shape(self):
+        return {f"res{i}": ShapeSpec(channels=self.c, stride=2**i) for i in (3, 4, 5)}
+
+
+def tiny_dino(denoising="cdn", num_queries=20, seed=0):
+    torch.manual_seed(seed)
+    backbone = PatchBackbone()
+    kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64)
+    transformer = DINOTransformer(
+        DeformableEncoder(1, **kw), DINODecoder(2, num_classes=K, look_forward_twice=True, **kw),
+        num_feature_levels=4, num_queries=num_queries, embed_dim=D, num_classes=K,
+    )
+    if denoising == "cdn":
+        dn = dino_denoising(K, D, num_dn_queries=10)
+    elif denoising == "dn":
+        dn = dn_detr_denoising(K, D, num_groups=2)
+    else:
+        dn = None
+    return DINO(
+        backbone=backbone,
+        position_embedding=PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5),
+        neck=ChannelMapper(backbone.output_shape(), ["res3", "res4", "res5"], D, num_outs=4, num_groups=8),
+        transformer=transformer,
+        criterion=DETRCriterion(K, with_dn=dn is not None),
+        denoising=dn,
+        select_box_nums_for_evaluation=30,
+        num_classes=K,
+    )
+
+
+def make_input(h, w, boxes=(), labels=(), seed=0, orig=None):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(labels, dtype=torch.int64)
+    for (x0, y0, x1, y1), c in zip(boxes, labels):  # draw the objects so that they can be learned
+        image[c, int(y0):int(y1), int(x0):int(x1)] = 255
+    oh, ow = orig or (h, w)
+    return {"image": image, "instances": inst, "height": oh, "width": ow}
+
+
+BATCH = [
+    make_input(64, 64, [(8, 8, 40, 30), (30, 35, 60, 60)], [0, 2], seed=1),
+    make_input(64, 128, [(70, 10, 120, 50)], [1], seed=2),
+]
+
+def _zero_grad_names(model):
+    return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() == 0}
+
+
+# At initialisation some gradients are exactly zero, by construction of the DINO init:
+# - the hidden layers of every box MLP: its last layer is zero-initialised;
+# - level_embeds: a query's position only acts through the sampling-offset and attention-weight
+#   projections of the encoder's deformable attention, whose weights are zero-initialised.
+# After one optimiser step every parameter gets a non-zero gradient; no parameter is unused.
+ZERO_AT_INIT = {"transformer.level_embeds"} | {
+    f"transformer.{head}.layers.{i}.{w}"
+    for head in ("decoder.bbox_embed.0", "decoder.bbox_embed.1", "enc_bbox_embed")
+    for i in (0, 1)
+    for w in ("weight", "bias")
+}
+
+
+def test_registered():
+    assert META_ARCH_REGISTRY.get("DINO") is DINO
+
+
+def test_training_step_losses_and_gradients():
+    model = tiny_dino().train()
+    losses = model(BATCH)
+    suffixes = ["", "_0", "_enc", "_dn", "_dn_0"]
+    assert set(losses) == {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in suffixes}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert _zero_grad_names(model) == ZERO_AT_INIT
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt.step()
+    opt.zero_grad()
+    sum(model(BATCH).values()).backward()
+    assert _zero_grad_names(model) == set()
+
+
+def test_eval_returns_instances_in_original_coordinates():
+    model = tiny_dino().eval()
+    inputs = [make_input(64, 64, seed=3, orig=(128, 96)), make_input(64, 128, seed=4, orig=(32, 64))]
+    with torch.no_grad():
+        results = model(inputs)
+    for r, x in zip(results, inputs):
+        inst = r["instances"]
+        assert inst.image_size == (x["height"], x["width"])
+        assert len(inst) == 30
+        b = inst.pred_boxes.tensor
+        assert (b[:, 0::2] >= 0).all() and (b[:, 0::2] <= x["width"]).all()
+        assert (b[:, 1::2] >= 0).all() and (b[:, 1::2] <= x["height"]).all()
+        assert (inst.scores[:-1] >= inst.scores[1:]).all() and inst.pred_classes.max() < K
+
+
+def test_batched_inference_equals_single_image():
+    model = tiny_dino().eval()
+    inputs = [make_input(128, 128, seed=5), make_input(64, 128, seed=6)]  # padded to 128 x 128
+    with torch.no_grad():
+        batched = model(inputs)
+        singles = [model([x])[0] for x in inputs]
+    for b, s in zip(batched, singles):
+        b, s = b["instances"], s["instances"]
+        torch.testing.assert_close(b.scores, s.scores, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b.pred_boxes.tensor, s.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
+        assert torch.equal(b.pred_classes, s.pred_classes)
+
+
+@pytest.mark.parametrize("denoising", ["cdn", "dn", None])
+def test_empty_images_and_empty_batches_train(denoising):
+    model = tiny_dino(denoising).train()
+    for batch in ([BATCH[0], make_input(64, 96, seed=7)], [make_input(64, 64, seed=8), make_input(64, 96, seed=9)]):
+        losses = model(batch)
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+    if denoising is not None:  # keys stable across batches with and without boxes (logging, DDP)
+        assert set(losses) == set(model(BATCH))
+
+
+def test_decode_fixed_queries_alone():
+    """Co-DETR's entry point: extra fixed-target groups through the shared decoder."""
+    model = tiny_dino().train()
+    images = model.preprocess_image(BATCH)
+    enc = model.forward_transformer(images)
+    assert [tuple(m.shape[-2:]) for m in model.transformer.split_memory(enc)] == enc["shapes"]
+    fixed = model.denoising(model.prepare_targets(BATCH))
+    fixed_out, matching = model.decode(enc, fixed)
+    assert matching is None
+    assert fixed_out["pred_boxes"].shape == (2, fixed.num_queries, 4) and len(fixed_out["aux_outputs"]) == 1
+    losses = model.criterion.fixed_target_losses(fixed_out, fixed, 1.0, "_aux")
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_targets_are_normalised_by_unpadded_size():
+    model = tiny_dino()
+    t = model.prepare_targets([BATCH[1]])[0]
+    torch.testing.assert_close(t["boxes"], torch.tensor([[95 / 128, 30 / 64, 50 / 128, 40 / 64]]))
+    assert t["labels"].tolist() == [1]
+
+
+@pytest.mark.xfail(
+    reason="MSDeformAttn under CPU bf16 autocast: softmax weights stay bf16 while locations are fp32 "
+    "(ms_deform_attn dtype check); owned by the op's author",
+    raises=ValueError,
+    strict=False,
+)
+def test_bfloat16_autocast_training_step():
+    model = tiny_dino().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(BATCH)
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+    sum(losses.values()).backward()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, especially on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_model_overfits_two_images(one_thread):
+    model = tiny_dino(num_queries=20, seed=1).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    history = []
+    for _ in range(40):
+        loss = sum(model(BATCH).values())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+        history.append(loss.item())
+    assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5, history
+    # the best-scoring detection of each ground truth's class finds that object
+    model.eval()
+    with torch.no_grad():
+        results = model(BATCH)
+    for r, x in zip(results, BATCH):
+        inst, gt = r["instances"], x["instances"]
+        iou = pairwise_iou(gt.gt_boxes, inst.pred_boxes)
+        for g, label in enumerate(gt.gt_classes):
+            best = (inst.scores * (inst.pred_classes == label)).argmax()
+            assert iou[g, best] > 0.5, (g, iou[g, best])

@@ -1,19 +1,18 @@
 """A deliberately tiny detector for engine tests: Detectron2's RetinaNet on a 2-stage ResNet
 (8/16/32 channels, one stride-8 feature level), trained on the tiny COCO-format dataset that
 tests/test_train_net.py writes into the directory named by $CODETR_TINY_COCO
-(train.json, val.json, images/) and registers as tiny_train / tiny_val. A fraction of a second per iteration on one CPU core.
+(train.json, val.json, images/) and registered here as tiny_train / tiny_val. A fraction of a
+second per iteration on one CPU core.
 """
 import os
 
 from detectron2.config import LazyCall as L
 from detectron2.data import (
-    DatasetCatalog,
     DatasetMapper,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import ResNet
@@ -23,6 +22,8 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 
+from codetr.data import register_coco_json
+
 from ....configs.common.optim import AdamW
 from ....configs.common.schedule import multistep
 from ....configs.common.train import train
@@ -30,10 +31,7 @@ from ....configs.common.train import train
 # Without $CODETR_TINY_COCO the model can still be built (tools/benchmark_model.py needs no data).
 _root = os.environ.get("CODETR_TINY_COCO")
 for _split in ("train", "val") if _root else ():
-    if f"tiny_{_split}" not in DatasetCatalog.list():
-        register_coco_instances(
-            f"tiny_{_split}", {}, os.path.join(_root, f"{_split}.json"), os.path.join(_root, "images")
-        )
+    register_coco_json(f"tiny_{_split}", os.path.join(_root, f"{_split}.json"), os.path.join(_root, "images"))
 
 model = L(RetinaNet)(
     backbone=L(ResNet)(

@@ -101,6 +101,8 @@ def build_ema(cfg, model):
 
 
 def do_eval_only(cfg, model):
+    if not cfg.train.init_checkpoint:
+        logger.warning("--eval-only without train.init_checkpoint: evaluating randomly initialised weights")
     ema = build_ema(cfg, model)
     checkpointables = {"ema": ema} if ema is not None else {}
     DetectionCheckpointer(model, cfg.train.output_dir, **checkpointables).load(cfg.train.init_checkpoint)
@@ -170,7 +172,7 @@ def do_train(args, cfg, model):
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     trainer.train(start_iter, max_iter)
-    visualize(cfg, ema.module if ema is not None else unwrap(model))
+    visualize(cfg, ema.module if ema is not None else unwrap(model))  # the EMA weights when there are some
 
 
 def main(args):

@@ -11,15 +11,34 @@ else (other parameters, an interrupted run) is regenerated.
 Python API (for tests and scripts): ``generate_shapes_dataset(root, num_train, num_val, seed)``.
 """
 import argparse
+import importlib.util
 import os
 import sys
 import time
 
-try:
-    from codetr.data.shapes import SHAPE_CLASSES, generate_shapes_dataset
-except ImportError:  # running from a checkout without `pip install -e .` or PYTHONPATH=projects
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "projects"))
-    from codetr.data.shapes import SHAPE_CLASSES, generate_shapes_dataset
+
+def _load_generator():
+    """Import codetr/data/shapes.py (numpy + PIL only) without importing the ``codetr.data``
+    package, whose import pulls in torch and detectron2 (seconds on a busy machine)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(here, os.pardir, "projects", "codetr", "data", "shapes.py")]
+    spec = importlib.util.find_spec("codetr")  # locates the package without running its code
+    if spec is not None and spec.origin:
+        candidates.insert(0, os.path.join(os.path.dirname(spec.origin), "data", "shapes.py"))
+    for path in candidates:
+        if os.path.isfile(path):
+            name = "codetr_shapes_generator"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module  # worker processes find the rendering function by name
+            module_spec.loader.exec_module(module)
+            return module
+    raise ImportError(f"cannot find codetr/data/shapes.py (looked at {candidates})")
+
+
+_generator = _load_generator()
+generate_shapes_dataset = _generator.generate_shapes_dataset
+SHAPE_CLASSES = _generator.SHAPE_CLASSES
 
 __all__ = ["generate_shapes_dataset", "SHAPE_CLASSES", "main"]
 

@@ -201,3 +201,25 @@ def test_two_cpu_processes_with_gloo(case, tiny_coco, tmp_path):
     assert training_iterations(read_metrics(out)) == [0, 1]
     assert "Evaluation results for bbox" in log
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
+
+
+@pytest.mark.parametrize(
+    "num_gpus, device, hidden",
+    [(2, "cpu", True), (2, "cuda", False), (1, "cpu", False)],
+)
+def test_cpu_workers_do_not_see_cuda(monkeypatch, num_gpus, device, hidden):
+    """Detectron2's launch picks NCCL whenever CUDA is visible: CPU multi-process runs hide it."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_net_under_test", os.path.join(ROOT, "train_net.py"))
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    # setenv (not delenv) so that pytest restores the variable after the test
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "untouched")
+    args = argparse.Namespace(
+        config_file=os.path.join(ROOT, "tests/engine/configs/tiny_retinanet.py"),
+        opts=[f"train.device={device}"], num_gpus=num_gpus, num_machines=1,
+    )
+    train_net.hide_cuda_for_cpu_workers(args)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ("" if hidden else "untouched")

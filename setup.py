@@ -25,12 +25,12 @@ def _want_cuda() -> bool:
 
 def get_extensions():
     sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")) + glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
-    cxx_flags = ["-O3", "-std=c++17"]
+    cxx_flags = ["-O3", "-fopenmp-simd"]
     define_macros = []
     if _want_cuda():
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
         define_macros.append(("WITH_CUDA", None))
-        nvcc_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
         return [
             CUDAExtension(
                 "codetr._C",

@@ -165,10 +165,11 @@ def ms_deform_attn_reference(
 # The compiled op and its torch.library registrations (autograd + fake kernels)
 # --------------------------------------------------------------------------------------------
 try:
-    from codetr import _C  # noqa: F401  (registers codetr::ms_deform_attn{,_backward})
+    from codetr import _C  # registers codetr::ms_deform_attn{,_backward}
 
     _EXTENSION_ERROR: Optional[BaseException] = None
 except ImportError as e:  # pragma: no cover - exercised only without a build
+    _C = None
     _EXTENSION_ERROR = e
 
 _warned_fallback = False
@@ -181,7 +182,7 @@ def extension_available() -> bool:
 
 def cuda_kernels_available() -> bool:
     """True when ``codetr._C`` was built with its CUDA kernels."""
-    return extension_available() and bool(torch.ops.codetr.built_with_cuda())
+    return extension_available() and bool(_C.built_with_cuda())
 
 
 if extension_available():

@@ -134,11 +134,12 @@ def do_train(args, cfg, model):
     clip = cfg.train.get("clip_grad", {})
     device_type = torch.device(cfg.train.device).type
     amp_dtype = parse_amp_dtype(amp.get("dtype", "float16"))
+    clip_max_norm = clip.get("max_norm") if clip.get("enabled", False) else None
     logger.info(
         "Training on %s; mixed precision: %s; gradient clipping: %s; EMA: %s",
         device_type,
         f"{amp_dtype} autocast" if amp.get("enabled", False) else "off",
-        f"max_norm={clip.get('max_norm')} norm_type={clip.get('norm_type', 2.0)}" if clip.get("enabled", False) else "off",
+        f"max_norm={clip_max_norm} norm_type={clip.get('norm_type', 2.0)}" if clip_max_norm is not None else "off",
         f"decay={cfg.train.model_ema.decay}" if ema is not None else "off",
     )
     trainer = Trainer(
@@ -148,7 +149,7 @@ def do_train(args, cfg, model):
         device_type=device_type,
         amp_enabled=amp.get("enabled", False),
         amp_dtype=amp_dtype,
-        clip_grad_max_norm=clip.get("max_norm") if clip.get("enabled", False) else None,
+        clip_grad_max_norm=clip_max_norm,
         clip_grad_norm_type=clip.get("norm_type", 2.0),
     )
     checkpointables = {"ema": ema} if ema is not None else {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Iterable, List, Optional
 
-import torch
 from torch import nn
 
 from detectron2.solver.build import reduce_param_groups

@@ -15,6 +15,15 @@ from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTran
 D, K = 32, 3
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, especially on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class PatchBackbone(Backbone):
     """Non-overlapping strided convs: a position's features depend only on its own pixels, so
     features of an image do not depend on its padding (unlike a ResNet's border convs)."""
@@ -191,16 +200,7 @@ def test_bfloat16_autocast_training_step():
     sum(losses.values()).backward()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread, especially on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_tiny_model_overfits_two_images(one_thread):
+def test_tiny_model_overfits_two_images():
     model = tiny_dino(num_queries=20, seed=1).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     history = []
@@ -222,3 +222,24 @@ def test_tiny_model_overfits_two_images(one_thread):
         for g, label in enumerate(gt.gt_classes):
             best = (inst.scores * (inst.pred_classes == label)).argmax()
             assert iou[g, best] > 0.5, (g, iou[g, best])
+
+
+@pytest.mark.parametrize("nms", ["nms", "soft_nms"])
+def test_inference_with_class_wise_nms(nms):
+    model = tiny_dino().eval()
+    # two queries predicting the same class on overlapping boxes, one on a far box
+    logits = torch.full((1, 3, K), -10.0)
+    logits[0, :, 1] = torch.tensor([3.0, 2.0, 1.0])
+    boxes = torch.tensor([[[0.5, 0.5, 0.4, 0.4], [0.5, 0.5, 0.39, 0.4], [0.1, 0.1, 0.1, 0.1]]])
+    model.nms, model.nms_iou_threshold, model.select_box_nums_for_evaluation = nms, 0.8, 2
+    (r,) = model.inference(logits, boxes, [(100, 200)])
+    assert len(r) == 2 and (r.scores[:-1] >= r.scores[1:]).all()
+    top = r.pred_boxes.tensor[0]
+    torch.testing.assert_close(top, torch.tensor([60.0, 30.0, 140.0, 70.0]))
+    if nms == "nms":  # the overlapping duplicate is gone; the far box is second
+        torch.testing.assert_close(r.pred_boxes.tensor[1], torch.tensor([10.0, 5.0, 30.0, 15.0]))
+    else:  # linear Soft-NMS decays the duplicate below the far box (s * (1 - IoU))
+        assert r.scores[1] == pytest.approx(torch.tensor(1.0).sigmoid().item(), rel=1e-5)
+    model.nms = None
+    (plain,) = model.inference(logits, boxes, [(100, 200)])
+    assert plain.scores[1] == pytest.approx(torch.tensor(2.0).sigmoid().item(), rel=1e-5)

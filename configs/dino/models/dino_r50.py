@@ -41,7 +41,7 @@ model = L(DINO)(
             ffn_dim=2048, dropout=0.0, num_classes="${...num_classes}", look_forward_twice=True,
         ),
         num_feature_levels=4,
-        num_queries=900,
+        num_queries="${..num_queries}",
         embed_dim=256,
         num_classes="${..num_classes}",
     ),
@@ -58,6 +58,7 @@ model = L(DINO)(
         num_classes="${..num_classes}", embed_dim=256, num_dn_queries=100, label_noise_ratio=0.5, box_noise_scale=1.0
     ),
     num_classes=80,
+    num_queries=900,
     pixel_mean=[123.675, 116.28, 103.53],
     pixel_std=[58.395, 57.12, 57.375],
     select_box_nums_for_evaluation=300,

@@ -14,6 +14,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from codetr.layers.nms import batched_nms, batched_soft_nms
 from codetr.modeling.backbone import ChannelMapper, downsample_mask
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.denoising import DenoisingGenerator, FixedTargetQueries
@@ -58,13 +59,14 @@ class DINO(nn.Module):
         aux_loss: supervise every decoder layer (not only the last).
         size_divisibility: pad batched images to a multiple of this (0: to the largest image).
         nms: None, "nms" or "soft_nms": optional class-wise post-processing (Co-DINO uses
-            Soft-NMS); needs ``codetr.layers.nms``.
+            linear Soft-NMS, IoU 0.8, on the top-900 pairs); see ``codetr.layers.nms``.
         nms_iou_threshold: IoU threshold of the NMS.
         nms_pre_topk: number of (query, class) pairs that enter the NMS (then top
             ``select_box_nums_for_evaluation`` are kept).
         input_format: "RGB" or "BGR"; inputs in the other order are flipped.
-        num_classes: optional; checked against the heads and the criterion (configs
-            interpolate it into them, as detrex's ``"${..num_classes}"``).
+        num_classes, num_queries: optional; checked against the heads / criterion and the
+            transformer (configs interpolate them, as detrex's ``"${..num_classes}"``, so that
+            ``model.num_classes=8 model.num_queries=100`` works on the command line).
     """
 
     def __init__(
@@ -85,12 +87,15 @@ class DINO(nn.Module):
         nms_pre_topk: int = 900,
         input_format: str = "RGB",
         num_classes: Optional[int] = None,
+        num_queries: Optional[int] = None,
     ):
         super().__init__()
         if nms not in (None, "nms", "soft_nms"):
             raise ValueError(f"DINO: nms={nms!r}; expected None, 'nms' or 'soft_nms'")
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"DINO: input_format={input_format!r}; expected 'RGB' or 'BGR'")
+        if num_queries is not None and num_queries != transformer.num_queries:
+            raise ValueError(f"DINO: num_queries={num_queries} but transformer.num_queries={transformer.num_queries}")
         if num_classes is not None:
             found = {
                 "transformer.decoder.class_embed": transformer.decoder.class_embed[0].out_features,
@@ -263,12 +268,10 @@ class DINO(nn.Module):
 
     def _nms(self, scores: Tensor, labels: Tensor, boxes: Tensor):
         """Class-wise (Soft-)NMS of one image, then the top ``select_box_nums_for_evaluation``."""
-        from codetr.layers import nms as nms_ops  # written by the data helper
-
         if self.nms == "soft_nms":
-            keep, scores = nms_ops.batched_soft_nms(boxes, scores, labels, self.nms_iou_threshold)
+            keep, scores = batched_soft_nms(boxes, scores, labels, self.nms_iou_threshold)
         else:
-            keep = nms_ops.batched_nms(boxes, scores, labels, self.nms_iou_threshold)
+            keep = batched_nms(boxes, scores, labels, self.nms_iou_threshold)
             scores = scores[keep]
         keep, scores = keep[: self.select_box_nums_for_evaluation], scores[: self.select_box_nums_for_evaluation]
         return scores, labels[keep], boxes[keep]

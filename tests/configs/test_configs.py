@@ -1,0 +1,74 @@
+"""Every config under configs/ that defines a ``model`` instantiates, with size overrides that keep
+it small (the structure is the config's own; only widths, depths and query counts shrink)."""
+import glob
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = sorted(
+    os.path.relpath(p, ROOT)
+    for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
+    if os.sep + "common" + os.sep not in p
+)
+
+# dotted key -> value, applied when the key exists in the config (other detectors' configs may
+# add their own entries here)
+SHRINK = {
+    "model.num_queries": 10,
+    "model.select_box_nums_for_evaluation": 10,
+    "model.transformer.encoder.num_layers": 1,
+    "model.transformer.decoder.num_layers": 1,
+    "model.transformer.encoder.ffn_dim": 64,
+    "model.transformer.decoder.ffn_dim": 64,
+    "model.denoising.num_dn_queries": 4,
+}
+
+
+def _set_if_present(cfg, dotted, value):
+    node, *path = dotted.split(".")
+    node = cfg.get(node)
+    for key in path[:-1]:
+        if node is None or not hasattr(node, "get"):
+            return
+        node = node.get(key)
+    if node is not None and hasattr(node, "get") and node.get(path[-1]) is not None:
+        node[path[-1]] = value
+
+
+def _fake_input(h, w):
+    from detectron2.structures import Boxes, Instances
+
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 40.0, 50.0]]))  # inside a 96 x 128 image
+    inst.gt_classes = torch.tensor([0])
+    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8), "instances": inst, "height": h, "width": w}
+
+
+def test_configs_found():
+    assert any(c.startswith(os.path.join("configs", "dino")) for c in CONFIGS), CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_instantiates(path):
+    cfg = LazyConfig.load(os.path.join(ROOT, path))
+    if "model" not in cfg:
+        pytest.skip(f"{path} defines no model")
+    if os.sep + "models" + os.sep not in path:  # a top-level (trainable) config
+        for key in ("dataloader", "optimizer", "lr_multiplier", "train"):
+            assert key in cfg, f"{path} has no {key!r}"
+    for key, value in SHRINK.items():
+        _set_if_present(cfg, key, value)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    assert isinstance(model, torch.nn.Module)
+    # one CPU training step and one inference on a 96 x 128 image
+    model.train()
+    losses = model([_fake_input(96, 128)])
+    assert losses and all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        out = model([_fake_input(96, 128)])
+    assert len(out) == 1 and len(out[0]["instances"]) > 0

@@ -1,11 +1,8 @@
 """A deliberately tiny detector for engine tests: Detectron2's RetinaNet on a 2-stage ResNet
 (8/16/32 channels, one stride-8 feature level), trained on the tiny COCO-format dataset that
-tests/test_train_net.py writes into the directory named by $CODETR_TINY_COCO
-(train.json, val.json, images/) and registered here as tiny_train / tiny_val. A fraction of a
+tests/test_train_net.py writes into $CODETR_TINY_COCO (see tiny_data.py). A fraction of a
 second per iteration on one CPU core.
 """
-import os
-
 from detectron2.config import LazyCall as L
 from detectron2.data import (
     DatasetMapper,
@@ -22,16 +19,10 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 
-from codetr.data import register_coco_json
-
 from ....configs.common.optim import AdamW
 from ....configs.common.schedule import multistep
 from ....configs.common.train import train
-
-# Without $CODETR_TINY_COCO the model can still be built (tools/benchmark_model.py needs no data).
-_root = os.environ.get("CODETR_TINY_COCO")
-for _split in ("train", "val") if _root else ():
-    register_coco_json(f"tiny_{_split}", os.path.join(_root, f"{_split}.json"), os.path.join(_root, "images"))
+from .tiny_data import TINY_NUM_CLASSES, TINY_TRAIN, TINY_VAL
 
 model = L(RetinaNet)(
     backbone=L(ResNet)(
@@ -43,13 +34,13 @@ model = L(RetinaNet)(
         out_features=["res3"],
     ),
     head=L(RetinaNetHead)(
-        input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=2, num_anchors=3, conv_dims=[32]
+        input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=TINY_NUM_CLASSES, num_anchors=3, conv_dims=[32]
     ),
     head_in_features=["res3"],
     anchor_generator=L(DefaultAnchorGenerator)(sizes=[[12, 20, 32]], aspect_ratios=[[1.0]], strides=[8]),
     box2box_transform=L(Box2BoxTransform)(weights=(1.0, 1.0, 1.0, 1.0)),
     anchor_matcher=L(Matcher)(thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True),
-    num_classes=2,
+    num_classes=TINY_NUM_CLASSES,
     pixel_mean=[123.675, 116.28, 103.53],
     pixel_std=[58.395, 57.12, 57.375],
     input_format="RGB",
@@ -58,13 +49,13 @@ model = L(RetinaNet)(
 
 dataloader = dict(
     train=L(build_detection_train_loader)(
-        dataset=L(get_detection_dataset_dicts)(names="tiny_train"),
+        dataset=L(get_detection_dataset_dicts)(names=TINY_TRAIN),
         mapper=L(DatasetMapper)(is_train=True, augmentations=[], image_format="RGB"),
         total_batch_size=2,
         num_workers=0,
     ),
     test=L(build_detection_test_loader)(
-        dataset=L(get_detection_dataset_dicts)(names="tiny_val", filter_empty=False),
+        dataset=L(get_detection_dataset_dicts)(names=TINY_VAL, filter_empty=False),
         mapper=L(DatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
         num_workers=0,
     ),

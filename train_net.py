@@ -36,6 +36,7 @@ from codetr.engine import (
     build_train_loader,
     ema_has_weights,
     parse_amp_dtype,
+    require_visualizer,
     resolve_schedule,
     save_prediction_images,
 )
@@ -181,6 +182,8 @@ def main(args):
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="codetr")
     check_device(cfg.train.device)
+    if cfg.train.get("vis_output_images", 0):
+        require_visualizer()  # fail now rather than after training
     if comm.get_world_size() > 1:
         logger.info("Distributed: world size %d, backend %s", comm.get_world_size(), torch.distributed.get_backend())
 

@@ -5,7 +5,7 @@ from .ema import EMAHook, build_model_ema, ema_has_weights
 from .optim import DEFAULT_EMBED_NAMES, get_optimizer_params
 from .schedule import iters_per_epoch, multistep_lr_schedule, resolve_schedule
 from .trainer import Trainer, parse_amp_dtype
-from .visualize import save_prediction_images
+from .visualize import require_visualizer, save_prediction_images
 
 __all__ = [
     "build_train_loader",
@@ -19,5 +19,6 @@ __all__ = [
     "resolve_schedule",
     "Trainer",
     "parse_amp_dtype",
+    "require_visualizer",
     "save_prediction_images",
 ]

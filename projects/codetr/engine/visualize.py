@@ -10,7 +10,20 @@ from PIL import Image
 from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 
-__all__ = ["save_prediction_images"]
+__all__ = ["require_visualizer", "save_prediction_images"]
+
+
+def require_visualizer():
+    """Detectron2's ``Visualizer`` class; raises a clear ImportError when OpenCV is missing (call
+    it before a long training run that ends with visualisations)."""
+    try:
+        from detectron2.utils.visualizer import Visualizer  # imports cv2
+    except ImportError as e:
+        raise ImportError(
+            f"train.vis_output_images needs Detectron2's Visualizer, which needs OpenCV ({e}); "
+            "pip install opencv-python-headless, or set train.vis_output_images=0"
+        ) from e
+    return Visualizer
 
 
 @torch.no_grad()
@@ -29,13 +42,7 @@ def save_prediction_images(
     The original image is read from ``file_name`` (predictions are in original-image
     coordinates, as returned by Detectron2 meta-architectures). Returns the written paths.
     """
-    try:
-        from detectron2.utils.visualizer import Visualizer  # imports cv2
-    except ImportError as e:
-        raise ImportError(
-            f"train.vis_output_images needs Detectron2's Visualizer, which needs OpenCV ({e}); "
-            "pip install opencv-python-headless, or set train.vis_output_images=0"
-        ) from e
+    Visualizer = require_visualizer()
     os.makedirs(output_dir, exist_ok=True)
     metadata = MetadataCatalog.get(dataset_name)
     was_training = model.training

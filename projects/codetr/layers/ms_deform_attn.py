@@ -365,6 +365,11 @@ class MSDeformAttn(nn.Module):
                 reference_points[:, :, None, :, None, :2]
                 + offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5
             )
+        # Under autocast the projections may come out in a half type: sampling geometry and
+        # weights are kept in float32 (float64 for double values), as the op expects.
+        coord_dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
         attend = ms_deform_attn_reference if self.use_reference_op else ms_deform_attn
-        out = attend(value, spatial_shapes, level_start_index, locations, weights)
+        out = attend(
+            value, spatial_shapes, level_start_index, locations.to(coord_dtype), weights.to(coord_dtype)
+        )
         return self.output_proj(out)

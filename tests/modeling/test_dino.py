@@ -186,12 +186,6 @@ def test_targets_are_normalised_by_unpadded_size():
     assert t["labels"].tolist() == [1]
 
 
-@pytest.mark.xfail(
-    reason="MSDeformAttn under CPU bf16 autocast: softmax weights stay bf16 while locations are fp32 "
-    "(ms_deform_attn dtype check); owned by the op's author",
-    raises=ValueError,
-    strict=False,
-)
 def test_bfloat16_autocast_training_step():
     model = tiny_dino().train()
     with torch.autocast("cpu", dtype=torch.bfloat16):

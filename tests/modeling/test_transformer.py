@@ -62,10 +62,12 @@ def test_proposals_sizes_and_invalid_positions():
     boxes = proposals[0, expected_valid].sigmoid()
     torch.testing.assert_close(boxes[:62, 2:], torch.full((62, 2), 0.05))
     torch.testing.assert_close(boxes[62:, 2:], torch.full((2, 2), 0.1))
-    torch.testing.assert_close(proposals[0, 10], torch.tensor([_logit(10.5 / 64), _logit(0.5), _logit(0.05), _logit(0.05)]))
+    expected = torch.tensor([_logit(10.5 / 64), _logit(0.5), _logit(0.05), _logit(0.05)])
+    torch.testing.assert_close(proposals[0, 10], expected)
     # valid width of level 1 is 1 column: centres at x = 0.5, y = 0.25 / 0.75
-    torch.testing.assert_close(proposals[0, 64], torch.tensor([0.0, _logit(0.25), _logit(0.1), _logit(0.1)]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(proposals[0, 66], torch.tensor([0.0, _logit(0.75), _logit(0.1), _logit(0.1)]), atol=1e-6, rtol=0)
+    for index, y in ((64, 0.25), (66, 0.75)):
+        expected = torch.tensor([0.0, _logit(y), _logit(0.1), _logit(0.1)])
+        torch.testing.assert_close(proposals[0, index], expected, atol=1e-6, rtol=0)
 
 
 def _inputs(n=1, sizes=((8, 8), (4, 4)), seed=1):

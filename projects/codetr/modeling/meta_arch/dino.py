@@ -156,7 +156,8 @@ class DINO(nn.Module):
                 img = img.flip(0)
             images.append((img.float() - self.pixel_mean) / self.pixel_std)
         image_list = ImageList.from_tensors(images, self.size_divisibility)
-        mask = torch.ones(image_list.tensor.shape[0], *image_list.tensor.shape[-2:], dtype=torch.bool, device=self.device)
+        n, _, pad_h, pad_w = image_list.tensor.shape
+        mask = torch.ones(n, pad_h, pad_w, dtype=torch.bool, device=self.device)
         for i, (h, w) in enumerate(image_list.image_sizes):
             mask[i, :h, :w] = False
         image_list.mask = mask

@@ -3,8 +3,8 @@
 A small DINO (hidden 128, 2 encoder / 3 decoder layers, 100 queries, 30 denoising queries) on a
 randomly initialised ResNet-18 with BatchNorm (nothing frozen; no pretrained weights exist on
 these machines, so ``init_checkpoint`` is empty), on images resized to a short side of 128..192
-(test: 160). 2 epochs of 500 iterations at batch 4; the LR (2e-4, backbone x 1) is divided by 10
-for the last epoch. Defaults to ``train.device=cpu``.
+(test: 160). 2 epochs of 500 iterations at batch 4; the LR (5e-4, backbone x 1) is divided by 10
+for the last 1/12 of the schedule. Defaults to ``train.device=cpu``.
 """
 from detectron2.layers import ShapeSpec
 
@@ -25,9 +25,9 @@ train.clip_grad.enabled = True
 train.clip_grad.max_norm = 0.1
 train.eval_period = 100000  # evaluate once, after the last iteration
 train.checkpointer.period = 250
-lr_multiplier = multistep([EPOCHS - 1])
+lr_multiplier = multistep([EPOCHS * 11 / 12])  # x0.1 for the last 1/12, as 11 of 12 epochs
 
-optimizer.lr = 2e-4
+optimizer.lr = 5e-4  # from scratch and short: higher than COCO's 1e-4 (AP 6.4 vs 3.7 with 2e-4)
 optimizer.params.lr_factors = {}
 
 model.num_classes = 8

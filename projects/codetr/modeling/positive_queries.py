@@ -1,0 +1,186 @@
+"""Co-DETR's customized positive queries: an auxiliary head's assignment as fixed-target queries.
+
+Each auxiliary head (Faster R-CNN, ATSS) hands over an ``AssignedSamples`` (positives with their
+assigned ground truth, and negatives). Per head, Co-DETR turns them into one group of decoder
+queries whose targets are known, a ``FixedTargetQueries`` that goes through the shared decoder
+(``DINO.decode(enc, fixed)``) and the criterion's fixed-target loss, exactly as denoising groups do:
+
+- per image ``n = clamp(max_b P_b, min_queries, max_queries)`` slots (P_b: positives of image b);
+  an image with more positives keeps a random subset of ``n``, one with fewer is padded with
+  randomly chosen negatives of the same head (classification-only "no object" targets); if the
+  head has too few negatives the remaining slots are padding (no loss, masked as keys);
+- reference box = the sample's box (anchor / proposal) as normalised cxcywh of the image
+  (``sigmoid(inverse_sigmoid(.))``: clamped into (0, 1) as DINO's references);
+- box target = the assigned ground-truth box, normalised cxcywh (zeros for non-positives);
+- content query = ``LayerNorm_k(Linear_k(sine(reference)))`` (Co-DINO's ``aux_pos_trans``), plus
+  ``LayerNorm(Linear(feature))`` of the sample's gathered feature when ``feat_dim`` is set
+  (Co-Deformable-DETR's ``with_coord_feat``).
+
+Official reference: ``get_aux_targets`` / ``forward_aux`` of Co-DETR's ``CoDeformDETRHead`` and
+``CoDinoTransformer``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from codetr.layers.box_ops import box_xyxy_to_cxcywh, inverse_sigmoid
+from codetr.layers.position_encoding import get_sine_pos_embed
+from codetr.modeling.denoising import FixedTargetQueries
+from codetr.modeling.heads.base import AssignedSamples
+
+__all__ = ["AuxSamples", "select_positive_queries", "PositiveQueries"]
+
+
+@dataclass
+class AuxSamples(AssignedSamples):
+    """``AssignedSamples`` plus optional per-sample features (Co-Deformable-DETR adds them to
+    its positive queries): ``pos_feats`` (P_i, C) and ``neg_feats`` (R_i, C) per image."""
+
+    pos_feats: Optional[List[Tensor]] = None
+    neg_feats: Optional[List[Tensor]] = None
+
+
+def select_positive_queries(
+    samples: AssignedSamples,
+    image_sizes: Sequence[Tuple[int, int]],
+    num_classes: int,
+    max_queries: int = 300,
+    min_queries: int = 9,
+    generator: Optional[torch.Generator] = None,
+) -> Dict[str, Tensor]:
+    """Choose the slots of one head's positive-query group (no learnable part).
+
+    Args:
+        samples: the head's per-image samples (absolute xyxy boxes).
+        image_sizes: per image (h, w) that normalises the boxes (the unpadded image, or the
+            padded one when the padding counts as image).
+        num_classes: label of "no object".
+        max_queries, min_queries: bounds of the per-image slot count ``n``.
+        generator: optional RNG for the random subsets (tests).
+
+    Returns dict of (B, n, ...) tensors: "ref_boxes" normalised cxcywh in (0, 1), "labels"
+    int64 (``num_classes`` for negatives and padding), "boxes" normalised cxcywh targets (zeros
+    where not positive), "valid" / "positive" bool, and "feats" (B, n, C) when the samples carry
+    features (zeros at padding), else absent.
+    """
+    batch = len(samples.pos_boxes)
+    most = max((p.shape[0] for p in samples.pos_boxes), default=0)
+    n = max(min_queries, min(max_queries, most))
+    ref = samples.pos_boxes[0].new_zeros(batch, n, 4) if batch else torch.zeros(0, n, 4)
+    device = ref.device
+    labels = torch.full((batch, n), num_classes, dtype=torch.int64, device=device)
+    boxes = torch.zeros(batch, n, 4, device=device)
+    valid = torch.zeros(batch, n, dtype=torch.bool, device=device)
+    positive = torch.zeros_like(valid)
+    pos_feats = getattr(samples, "pos_feats", None)
+    neg_feats = getattr(samples, "neg_feats", None)
+    feats = None
+    if pos_feats is not None:
+        feats = pos_feats[0].new_zeros(batch, n, pos_feats[0].shape[-1])
+    ref = ref.float()
+    for b in range(batch):
+        h, w = image_sizes[b]
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=device)
+        num_pos = samples.pos_boxes[b].shape[0]
+        keep = torch.randperm(num_pos, generator=generator)[:n].to(device) if num_pos > n else None
+        pos_idx = keep if keep is not None else torch.arange(num_pos, device=device)
+        p = pos_idx.numel()
+        num_neg = min(n - p, samples.neg_boxes[b].shape[0])
+        neg_idx = torch.randperm(samples.neg_boxes[b].shape[0], generator=generator)[:num_neg].to(device)
+        slot_boxes = torch.cat([samples.pos_boxes[b][pos_idx], samples.neg_boxes[b][neg_idx]]).float()
+        m = slot_boxes.shape[0]
+        ref[b, :m] = box_xyxy_to_cxcywh(slot_boxes / scale)
+        labels[b, :p] = samples.pos_labels[b][pos_idx].long()
+        boxes[b, :p] = box_xyxy_to_cxcywh(samples.pos_targets[b][pos_idx].float() / scale)
+        valid[b, :m] = True
+        positive[b, :p] = True
+        if feats is not None:
+            feats[b, :p] = pos_feats[b][pos_idx]
+            feats[b, p:m] = neg_feats[b][neg_idx]
+    # DINO's reference convention: logit round trip (clamped into (0, 1)); padding -> 0.5
+    ref = (inverse_sigmoid(ref) * valid[..., None]).sigmoid()
+    out = {"ref_boxes": ref, "labels": labels, "boxes": boxes, "valid": valid, "positive": positive}
+    if feats is not None:
+        out["feats"] = feats
+    return out
+
+
+class PositiveQueries(nn.Module):
+    """Per auxiliary head k, builds its group of positive queries (``FixedTargetQueries``).
+
+    Args:
+        num_heads: number of auxiliary heads K (one projection per head).
+        embed_dim: decoder width D; the box sine embedding has 2 * D channels (4 coordinates x
+            D / 2, temperature 10000, scale 2 pi, order cx, cy, w, h as Co-DETR's
+            ``get_proposal_pos_embed``).
+        num_classes: label of "no object".
+        max_queries, min_queries: see ``select_positive_queries`` (Co-DETR: 300 and 9).
+        feat_dim: None (Co-DINO), or the width of the samples' features, which are then added
+            to the content queries through ``LayerNorm(Linear(feat_dim -> D))`` per head
+            (Co-Deformable-DETR).
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        embed_dim: int = 256,
+        num_classes: int = 80,
+        max_queries: int = 300,
+        min_queries: int = 9,
+        feat_dim: Optional[int] = None,
+    ):
+        super().__init__()
+        if not 1 <= min_queries <= max_queries:
+            raise ValueError(f"PositiveQueries: need 1 <= min_queries <= max_queries, got {min_queries}, {max_queries}")
+        self.num_heads = num_heads
+        self.embed_dim = embed_dim
+        self.num_classes = num_classes
+        self.max_queries = max_queries
+        self.min_queries = min_queries
+        self.feat_dim = feat_dim
+        self.pos_trans = nn.ModuleList(nn.Linear(2 * embed_dim, embed_dim) for _ in range(num_heads))
+        self.pos_trans_norm = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(num_heads))
+        if feat_dim is not None:
+            self.feat_trans = nn.ModuleList(nn.Linear(feat_dim, embed_dim) for _ in range(num_heads))
+            self.feat_trans_norm = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(num_heads))
+        for lin in self.pos_trans:
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(
+        self,
+        samples: AssignedSamples,
+        head_index: int,
+        image_sizes: Sequence[Tuple[int, int]],
+        generator: Optional[torch.Generator] = None,
+    ) -> FixedTargetQueries:
+        """The positive-query group of head ``head_index`` (one group, ``n`` slots per image)."""
+        sel = select_positive_queries(
+            samples, image_sizes, self.num_classes, self.max_queries, self.min_queries, generator
+        )
+        k = head_index
+        dtype = self.pos_trans[k].weight.dtype
+        embed = get_sine_pos_embed(sel["ref_boxes"], self.embed_dim // 2, exchange_xy=False).to(dtype)
+        content = self.pos_trans_norm[k](self.pos_trans[k](embed))
+        if self.feat_dim is not None:
+            if "feats" not in sel:
+                raise ValueError(
+                    f"PositiveQueries: feat_dim={self.feat_dim} but head {k}'s samples carry no features "
+                    "(build the head with return_features=True)"
+                )
+            content = content + self.feat_trans_norm[k](self.feat_trans[k](sel["feats"].to(dtype)))
+        content = content * sel["valid"][..., None].to(content.dtype)
+        return FixedTargetQueries(
+            content=content,
+            ref_boxes=sel["ref_boxes"],
+            labels=sel["labels"],
+            boxes=sel["boxes"],
+            valid=sel["valid"],
+            positive=sel["positive"],
+            num_groups=1,
+            group_size=sel["labels"].shape[1],
+        )

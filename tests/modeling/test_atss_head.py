@@ -1,0 +1,153 @@
+"""ATSS auxiliary head: anchors, the assignment it returns, its losses against an independent
+computation (torchvision focal / GIoU losses, hand-written decoding and centerness)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from detectron2.structures import Boxes, ImageList, Instances
+
+from codetr.modeling.assigners import atss_assign
+from codetr.modeling.heads.atss_head import ATSSHead
+
+K, C = 3, 16
+NAMES, STRIDES = ["p3", "p4", "p5"], [8, 16, 32]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_head(scale=12.0, **kw):
+    torch.manual_seed(0)
+    head = ATSSHead(K, NAMES, STRIDES, in_channels=C, feat_channels=C, num_groups=4, loss_scale=scale, **kw)
+    for p in head.parameters():  # non-trivial predictions
+        torch.nn.init.normal_(p, std=0.3) if p.dim() > 1 else None
+    return head
+
+
+def make_batch():
+    torch.manual_seed(1)
+    images = ImageList(torch.zeros(2, 3, 64, 96), [(64, 96), (48, 64)])
+    feats = {n: torch.randn(2, C, math.ceil(64 / s), math.ceil(96 / s)) for n, s in zip(NAMES, STRIDES)}
+    gts = []
+    for size, boxes, labels in (((64, 96), [[10, 8, 50, 40], [60, 20, 90, 60]], [0, 2]), ((48, 64), [[5, 5, 30, 40]], [1])):
+        inst = Instances(size)
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.gt_classes = torch.tensor(labels)
+        gts.append(inst)
+    return images, feats, gts
+
+
+def all_anchors(feats):
+    """Independent anchors: one square of side 8 * stride centred at (x, y) * stride."""
+    out = []
+    for n, s in zip(NAMES, STRIDES):
+        h, w = feats[n].shape[-2:]
+        ys, xs = torch.meshgrid(torch.arange(h) * s, torch.arange(w) * s, indexing="ij")
+        c = torch.stack([xs.flatten(), ys.flatten()], 1).float()
+        out.append(torch.cat([c - 4 * s, c + 4 * s], 1))
+    return out
+
+
+def test_anchors_one_square_per_location():
+    head = make_head()
+    _, feats, _ = make_batch()
+    got = [b.tensor for b in head.anchor_generator([feats[n] for n in NAMES])]
+    for g, e in zip(got, all_anchors(feats)):
+        torch.testing.assert_close(g, e)
+
+
+def test_samples_are_the_atss_assignment():
+    head = make_head().train()
+    images, feats, gts = make_batch()
+    _, samples = head(images, feats, gts)
+    levels = all_anchors(feats)
+    anchors = torch.cat(levels)
+    for b, inst in enumerate(gts):
+        res = atss_assign(anchors, [len(a) for a in levels], inst.gt_boxes.tensor, inst.gt_classes, topk=9)
+        pos = res.gt_index >= 0
+        assert pos.sum() > 0
+        torch.testing.assert_close(samples.pos_boxes[b], anchors[pos])
+        assert torch.equal(samples.pos_labels[b], inst.gt_classes[res.gt_index[pos]])
+        torch.testing.assert_close(samples.pos_targets[b], inst.gt_boxes.tensor[res.gt_index[pos]])
+        h, w = inst.image_size
+        ctr = (anchors[:, :2] + anchors[:, 2:]) / 2
+        neg = ~pos & (ctr[:, 0] < w) & (ctr[:, 1] < h)
+        torch.testing.assert_close(samples.neg_boxes[b], anchors[neg])
+    assert samples.pos_feats is None
+
+
+def test_losses_match_independent_computation():
+    head = make_head(scale=12.0).train()
+    images, feats, gts = make_batch()
+    losses, _ = head(images, feats, gts)
+    logits, deltas, ctr = head.predict([feats[n] for n in NAMES])
+    levels = all_anchors(feats)
+    anchors = torch.cat(levels)
+    cls_sum, giou_sum, ctr_bce, ctr_w_sum, num_pos = 0.0, 0.0, 0.0, 0.0, 0
+    for b, inst in enumerate(gts):
+        res = atss_assign(anchors, [len(a) for a in levels], inst.gt_boxes.tensor, inst.gt_classes, topk=9)
+        pos = res.gt_index >= 0
+        target = torch.zeros(len(anchors), K)
+        target[pos, inst.gt_classes[res.gt_index[pos]]] = 1.0
+        cls_sum = cls_sum + torchvision.ops.sigmoid_focal_loss(logits[b], target, 0.25, 2.0, reduction="sum")
+        a, gt, d = anchors[pos], inst.gt_boxes.tensor[res.gt_index[pos]], deltas[b][pos]
+        wa, ha = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+        xa, ya = a[:, 0] + wa / 2, a[:, 1] + ha / 2
+        x, y = xa + d[:, 0] * 0.1 * wa, ya + d[:, 1] * 0.1 * ha
+        w, h = wa * torch.exp(d[:, 2] * 0.2), ha * torch.exp(d[:, 3] * 0.2)
+        pred = torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], 1)
+        left, right = xa - gt[:, 0], gt[:, 2] - xa
+        top, bottom = ya - gt[:, 1], gt[:, 3] - ya
+        cness = torch.sqrt(torch.minimum(left, right) / torch.maximum(left, right)
+                           * torch.minimum(top, bottom) / torch.maximum(top, bottom))
+        giou = torchvision.ops.generalized_box_iou_loss(pred, gt, reduction="none")
+        giou_sum = giou_sum + (giou * cness).sum()
+        ctr_bce = ctr_bce + F.binary_cross_entropy_with_logits(ctr[b][pos], cness, reduction="sum")
+        ctr_w_sum = ctr_w_sum + cness.sum()
+        num_pos += int(pos.sum())
+    torch.testing.assert_close(losses["loss_cls"], 12 * cls_sum / num_pos, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses["loss_bbox"], 12 * 2 * giou_sum / ctr_w_sum, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses["loss_centerness"], 12 * ctr_bce / num_pos, rtol=1e-4, atol=1e-5)
+
+
+def test_no_ground_truth_and_gradients():
+    head = make_head().train()
+    images, feats, gts = make_batch()
+    gts = [Instances(g.image_size, gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
+           for g in gts]
+    feats = {k: v.requires_grad_() for k, v in feats.items()}
+    losses, samples = head(images, feats, gts)
+    assert float(losses["loss_bbox"]) == 0 and float(losses["loss_centerness"]) == 0
+    assert all(len(p) == 0 for p in samples.pos_boxes) and all(len(n) > 0 for n in samples.neg_boxes)
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in head.parameters())
+    assert feats["p3"].grad.abs().sum() > 0
+
+
+def test_features_follow_their_anchors():
+    head = make_head(return_features=True).train()
+    images, feats, gts = make_batch()
+    _, samples = head(images, feats, gts)
+    flat = torch.cat([feats[n][0].flatten(1).t() for n in NAMES])  # (A, C) of image 0
+    anchors = torch.cat(all_anchors(feats))
+    idx = [int(((anchors - a).abs().sum(1) == 0).nonzero()[0]) for a in samples.pos_boxes[0]]
+    torch.testing.assert_close(samples.pos_feats[0], flat[idx])
+
+
+def test_inference_returns_detections_inside_the_image():
+    head = make_head().eval()
+    images, feats, _ = make_batch()
+    with torch.no_grad():
+        results = head(images, feats)
+    for r, (h, w) in zip(results, images.image_sizes):
+        assert 0 < len(r) <= 100 and r.image_size == (h, w)
+        b = r.pred_boxes.tensor
+        assert (b[:, 0::2] >= 0).all() and (b[:, 0::2] <= w).all() and (b[:, 1::2] <= h).all()
+        assert (r.scores[:-1] >= r.scores[1:]).all() and r.pred_classes.max() < K

@@ -1,1 +1,59 @@
+"""Checkpoint converters from the official releases (see MODEL_ZOO.md and
+``tools/convert_checkpoint.py``).
 
+    from codetr.checkpoint import convert, load_checkpoint_file, extract_state_dict
+    sd = extract_state_dict(load_checkpoint_file("dino_r50_4scale_12ep.pth"))
+    result = convert("detrex-dino", sd, target=model.state_dict())
+    torch.save(result.checkpoint(), "converted.pth")   # DetectionCheckpointer-loadable
+"""
+from . import dino, pending  # noqa: F401  (register the sources)
+from .coco import COCO_THING_IDS, coco91_to_80
+from .core import (
+    CheckpointConversionError,
+    Conversion,
+    DroppedKey,
+    KeyMapper,
+    MissingKeyError,
+    PickleRefusedError,
+    ShapeMismatchError,
+    Source,
+    SourceNotImplementedError,
+    UnknownKeyError,
+    convert,
+    extract_state_dict,
+    get_source,
+    list_sources,
+    load_checkpoint_file,
+    register_source,
+    to_detectron2_checkpoint,
+    verify_state_dict,
+)
+from .resnet import map_resnet
+from .rpn import map_mmdet_rpn_head, mmdet_to_d2_anchor_order, permute_anchor_channels
+
+__all__ = [
+    "COCO_THING_IDS",
+    "coco91_to_80",
+    "CheckpointConversionError",
+    "Conversion",
+    "DroppedKey",
+    "KeyMapper",
+    "MissingKeyError",
+    "PickleRefusedError",
+    "ShapeMismatchError",
+    "Source",
+    "SourceNotImplementedError",
+    "UnknownKeyError",
+    "convert",
+    "extract_state_dict",
+    "get_source",
+    "list_sources",
+    "load_checkpoint_file",
+    "register_source",
+    "to_detectron2_checkpoint",
+    "verify_state_dict",
+    "map_resnet",
+    "map_mmdet_rpn_head",
+    "mmdet_to_d2_anchor_order",
+    "permute_anchor_channels",
+]

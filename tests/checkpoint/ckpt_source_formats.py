@@ -1,0 +1,224 @@
+"""State dicts in the *source* formats, generated from a description of each source architecture
+(written from the source code of IDEA-Research/detrex projects/dino and IDEA-Research/DINO
+models/dino, not from our converters): exact key names and shapes, values random (or zeros
+where only names and shapes matter).
+
+``Dims`` describes a DINO; ``detrex_dino(dims)`` / ``dino_official(dims)`` return the state dict
+the respective repository's ``model.state_dict()`` has for it. Tied modules (a head shared by
+``DINO.class_embed`` and ``transformer.decoder.class_embed``) appear under both names with
+identical values, as ``state_dict()`` lists them.
+"""
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+import torch
+import torchvision
+
+
+@dataclass
+class Dims:
+    levels: int = 4
+    enc_layers: int = 6
+    dec_layers: int = 6
+    d: int = 256
+    ffn: int = 2048
+    heads: int = 8
+    points: int = 4
+    queries: int = 900
+    num_classes: int = 80
+    resnet: str = "resnet50"
+
+    @property
+    def backbone_channels(self):
+        c = [256, 512, 1024, 2048] if self.resnet == "resnet50" else [64, 128, 256, 512]
+        return c[-(self.levels - 1):] if self.levels <= 4 else c  # 4 levels: C3..C5 + 1 extra
+
+
+def _gen(kind: str, seed: int) -> Callable:
+    g = torch.Generator().manual_seed(seed)
+    if kind == "zeros":
+        return lambda *shape: torch.zeros(*shape)
+    return lambda *shape: torch.randn(*shape, generator=g) * 0.05
+
+
+def _msda(sd, prefix, dims: Dims, t):
+    hlp = dims.heads * dims.levels * dims.points
+    sd[prefix + "sampling_offsets.weight"] = t(hlp * 2, dims.d)
+    sd[prefix + "sampling_offsets.bias"] = t(hlp * 2)
+    sd[prefix + "attention_weights.weight"] = t(hlp, dims.d)
+    sd[prefix + "attention_weights.bias"] = t(hlp)
+    for p in ("value_proj", "output_proj"):
+        sd[f"{prefix}{p}.weight"] = t(dims.d, dims.d)
+        sd[f"{prefix}{p}.bias"] = t(dims.d)
+
+
+def _linear(sd, prefix, out_dim, in_dim, t):
+    sd[prefix + "weight"] = t(out_dim, in_dim)
+    sd[prefix + "bias"] = t(out_dim)
+
+
+def _norm(sd, prefix, dim, t):
+    sd[prefix + "weight"] = 1 + t(dim)
+    sd[prefix + "bias"] = t(dim)
+
+
+def _bn(sd, prefix, dim, t):
+    sd[prefix + "weight"] = 1 + t(dim)
+    sd[prefix + "bias"] = t(dim)
+    sd[prefix + "running_mean"] = t(dim)
+    sd[prefix + "running_var"] = 1 + t(dim).abs()
+
+
+def _mlp(sd, prefix, dims_list, t):
+    for i, (o, n) in enumerate(zip(dims_list[1:], dims_list[:-1])):
+        _linear(sd, f"{prefix}layers.{i}.", o, n, t)
+
+
+def d2_resnet50(prefix: str, t) -> Dict[str, torch.Tensor]:
+    """Detectron2 ResNet-50 (BasicStem + BottleneckBlock, FrozenBN) state dict."""
+    sd = {}
+    sd[prefix + "stem.conv1.weight"] = t(64, 3, 7, 7)
+    _bn(sd, prefix + "stem.conv1.norm.", 64, t)
+    in_ch = 64
+    for stage, (blocks, width) in enumerate(zip([3, 4, 6, 3], [64, 128, 256, 512])):
+        out_ch = width * 4
+        for j in range(blocks):
+            p = f"{prefix}res{stage + 2}.{j}."
+            if j == 0:
+                sd[p + "shortcut.weight"] = t(out_ch, in_ch, 1, 1)
+                _bn(sd, p + "shortcut.norm.", out_ch, t)
+            sd[p + "conv1.weight"] = t(width, in_ch if j == 0 else out_ch, 1, 1)
+            _bn(sd, p + "conv1.norm.", width, t)
+            sd[p + "conv2.weight"] = t(width, width, 3, 3)
+            _bn(sd, p + "conv2.norm.", width, t)
+            sd[p + "conv3.weight"] = t(out_ch, width, 1, 1)
+            _bn(sd, p + "conv3.norm.", out_ch, t)
+        in_ch = out_ch
+    return sd
+
+
+def torchvision_resnet(name: str, prefix: str, seed: int) -> Dict[str, torch.Tensor]:
+    """torchvision ``resnetXX(weights=None)`` weights under DETR's FrozenBatchNorm2d (no
+    ``num_batches_tracked``) and without the ImageNet ``fc`` (DETR's IntermediateLayerGetter
+    stops at layer4), random BN statistics."""
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, name)(weights=None)
+    sd = {}
+    for k, v in net.state_dict().items():
+        if k.startswith("fc.") or k.endswith("num_batches_tracked"):
+            continue
+        if k.endswith("running_var"):
+            v = torch.rand_like(v) + 0.5
+        elif k.endswith("running_mean") or (k.endswith("bias") and "bn" in k):
+            v = torch.randn_like(v) * 0.1
+        sd[prefix + k] = v.clone()
+    return sd
+
+
+def _neck_in_channels(dims: Dims):
+    return dims.backbone_channels
+
+
+def detrex_dino(dims: Dims, values: str = "random", seed: int = 0) -> Dict[str, torch.Tensor]:
+    """``projects/dino/modeling/dino.py`` DINO (detrex): Detectron2 ResNet, ChannelMapper
+    (ConvNormAct: conv/norm), DINOTransformer with BaseTransformerLayer (attentions / ffns /
+    norms), 7 class/box heads owned by DINO and aliased in transformer.decoder, label_enc."""
+    t = _gen(values, seed)
+    sd = {}
+    if dims.resnet != "resnet50":
+        raise ValueError("detrex format generator: ResNet-50 only")
+    sd.update(d2_resnet50("backbone.", t))
+    chans = _neck_in_channels(dims)
+    for i, c in enumerate(chans):
+        sd[f"neck.convs.{i}.conv.weight"] = t(dims.d, c, 1, 1)
+        sd[f"neck.convs.{i}.conv.bias"] = t(dims.d)
+        _norm(sd, f"neck.convs.{i}.norm.", dims.d, t)
+    sd["neck.extra_convs.0.conv.weight"] = t(dims.d, chans[-1], 3, 3)
+    sd["neck.extra_convs.0.conv.bias"] = t(dims.d)
+    _norm(sd, "neck.extra_convs.0.norm.", dims.d, t)
+    sd["transformer.level_embeds"] = t(dims.levels, dims.d)
+    for i in range(dims.enc_layers):
+        p = f"transformer.encoder.layers.{i}."
+        _msda(sd, p + "attentions.0.", dims, t)
+        _linear(sd, p + "ffns.0.layers.0.0.", dims.ffn, dims.d, t)
+        _linear(sd, p + "ffns.0.layers.1.", dims.d, dims.ffn, t)
+        for n in range(2):
+            _norm(sd, f"{p}norms.{n}.", dims.d, t)
+    for i in range(dims.dec_layers):
+        p = f"transformer.decoder.layers.{i}."
+        sd[p + "attentions.0.attn.in_proj_weight"] = t(3 * dims.d, dims.d)
+        sd[p + "attentions.0.attn.in_proj_bias"] = t(3 * dims.d)
+        _linear(sd, p + "attentions.0.attn.out_proj.", dims.d, dims.d, t)
+        _msda(sd, p + "attentions.1.", dims, t)
+        _linear(sd, p + "ffns.0.layers.0.0.", dims.ffn, dims.d, t)
+        _linear(sd, p + "ffns.0.layers.1.", dims.d, dims.ffn, t)
+        for n in range(3):
+            _norm(sd, f"{p}norms.{n}.", dims.d, t)
+    _mlp(sd, "transformer.decoder.ref_point_head.", [2 * dims.d, dims.d, dims.d], t)
+    _norm(sd, "transformer.decoder.norm.", dims.d, t)
+    sd["transformer.tgt_embed.weight"] = t(dims.queries, dims.d)
+    _linear(sd, "transformer.enc_output.", dims.d, dims.d, t)
+    _norm(sd, "transformer.enc_output_norm.", dims.d, t)
+    for i in range(dims.dec_layers + 1):  # 6 decoder heads + the two-stage (encoder) head
+        _linear(sd, f"class_embed.{i}.", dims.num_classes, dims.d, t)
+        _mlp(sd, f"bbox_embed.{i}.", [dims.d, dims.d, dims.d, 4], t)
+    for k in [k for k in sd if k.startswith(("class_embed.", "bbox_embed."))]:
+        sd["transformer.decoder." + k] = sd[k]  # tied: self.transformer.decoder.class_embed = self.class_embed
+    sd["label_enc.weight"] = t(dims.num_classes, dims.d)
+    return sd
+
+
+def dino_official(dims: Dims, values: str = "random", seed: int = 0, shared_heads: bool = True) -> Dict[str, torch.Tensor]:
+    """``models/dino/dino.py`` DINO (IDEA-Research/DINO, config DINO_4scale/5scale): Joiner
+    (backbone.0.body = torchvision ResNet with FrozenBN), input_proj Sequential(conv, GN),
+    DeformableTransformer (encoder/decoder layers with norm1..3, linear1/2), class heads with
+    num_classes=91 (COCO ids), shared decoder heads (dec_pred_*_embed_share=True), unshared
+    two-stage heads (two_stage_*_embed_share=False), label_enc of dn_labelbook_size + 1 = 92."""
+    t = _gen(values, seed)
+    sd = torchvision_resnet(dims.resnet, "backbone.0.body.", seed)
+    chans = _neck_in_channels(dims)
+    for i, c in enumerate(chans):
+        sd[f"input_proj.{i}.0.weight"] = t(dims.d, c, 1, 1)
+        sd[f"input_proj.{i}.0.bias"] = t(dims.d)
+        _norm(sd, f"input_proj.{i}.1.", dims.d, t)
+    k = len(chans)
+    sd[f"input_proj.{k}.0.weight"] = t(dims.d, chans[-1], 3, 3)
+    sd[f"input_proj.{k}.0.bias"] = t(dims.d)
+    _norm(sd, f"input_proj.{k}.1.", dims.d, t)
+    sd["transformer.level_embed"] = t(dims.levels, dims.d)
+    for i in range(dims.enc_layers):
+        p = f"transformer.encoder.layers.{i}."
+        _msda(sd, p + "self_attn.", dims, t)
+        _norm(sd, p + "norm1.", dims.d, t)
+        _linear(sd, p + "linear1.", dims.ffn, dims.d, t)
+        _linear(sd, p + "linear2.", dims.d, dims.ffn, t)
+        _norm(sd, p + "norm2.", dims.d, t)
+    for i in range(dims.dec_layers):
+        p = f"transformer.decoder.layers.{i}."
+        _msda(sd, p + "cross_attn.", dims, t)
+        _norm(sd, p + "norm1.", dims.d, t)
+        sd[p + "self_attn.in_proj_weight"] = t(3 * dims.d, dims.d)
+        sd[p + "self_attn.in_proj_bias"] = t(3 * dims.d)
+        _linear(sd, p + "self_attn.out_proj.", dims.d, dims.d, t)
+        _norm(sd, p + "norm2.", dims.d, t)
+        _linear(sd, p + "linear1.", dims.ffn, dims.d, t)
+        _linear(sd, p + "linear2.", dims.d, dims.ffn, t)
+        _norm(sd, p + "norm3.", dims.d, t)
+    _norm(sd, "transformer.decoder.norm.", dims.d, t)
+    _mlp(sd, "transformer.decoder.ref_point_head.", [2 * dims.d, dims.d, dims.d], t)
+    sd["transformer.tgt_embed.weight"] = t(dims.queries, dims.d)
+    _linear(sd, "transformer.enc_output.", dims.d, dims.d, t)
+    _norm(sd, "transformer.enc_output_norm.", dims.d, t)
+    _mlp(sd, "transformer.enc_out_bbox_embed.", [dims.d, dims.d, dims.d, 4], t)
+    _linear(sd, "transformer.enc_out_class_embed.", 91, dims.d, t)
+    for i in range(dims.dec_layers):
+        if i == 0 or not shared_heads:
+            _linear(sd, f"class_embed.{i}.", 91, dims.d, t)
+            _mlp(sd, f"bbox_embed.{i}.", [dims.d, dims.d, dims.d, 4], t)
+        else:  # one module listed under every index
+            for k in [k for k in sd if k.startswith(("class_embed.0.", "bbox_embed.0."))]:
+                sd[k.replace(".0.", f".{i}.", 1)] = sd[k]
+    for k in [k for k in sd if k.startswith(("class_embed.", "bbox_embed."))]:
+        sd["transformer.decoder." + k] = sd[k]
+    sd["label_enc.weight"] = t(92, dims.d)
+    return sd

@@ -1,0 +1,61 @@
+"""Co-DINO-R18 on the bundled synthetic shapes dataset: ``configs/dino/dino_r18_shapes.py`` (same
+detector size, data, schedule and optimiser) plus the Co-DETR parts, so that the two compare
+directly.
+
+Co-DETR parts: quality focal loss and class-wise Soft-NMS (IoU 0.8) as Co-DINO; the auxiliary
+pyramid p3..p7 from the 4-scale encoder (strides 8..64) + one stride-128 level; Faster R-CNN
+(2 FC of 256 instead of 1024, for the CPU) and ATSS auxiliary heads (losses x 2 * 3 decoder
+layers = 6, lambda_2 * number of decoder layers as the official code); customized positive
+queries (9..300 per image and head, lambda_1 = 1). For an ablation of the collaborative branch
+alone use ``model.detector.criterion.class_loss=focal model.detector.nms=None``.
+"""
+from detectron2.config import LazyCall as L
+
+from codetr.modeling.heads.atss_head import ATSSHead
+from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
+from codetr.modeling.meta_arch import CoDETR
+from codetr.modeling.positive_queries import PositiveQueries
+
+from ..dino.dino_r18_shapes import HIDDEN, dataloader, lr_multiplier, optimizer, train
+from ..dino.dino_r18_shapes import model as detector  # noqa: E402  (one module load per statement)
+
+train.output_dir = "./output/co_dino_r18_shapes"
+
+detector.criterion.class_loss = "qfl"
+detector.nms = "soft_nms"
+detector.nms_iou_threshold = 0.8
+detector.nms_pre_topk = 900
+
+LAMBDA_2 = 2.0
+NUM_DECODER_LAYERS = 3
+PYRAMID = ["p3", "p4", "p5", "p6", "p7"]
+STRIDES = [8, 16, 32, 64, 128]
+
+model = L(CoDETR)(
+    detector=detector,
+    aux_heads=[
+        L(build_rcnn_aux_head)(
+            num_classes="${...detector.num_classes}",
+            in_features=PYRAMID,
+            strides=STRIDES,
+            in_channels=HIDDEN,
+            num_roi_levels=4,
+            fc_dim=256,
+            loss_scale=LAMBDA_2 * NUM_DECODER_LAYERS,
+        ),
+        L(ATSSHead)(
+            num_classes="${...detector.num_classes}",
+            in_features=PYRAMID,
+            strides=STRIDES,
+            in_channels=HIDDEN,
+            feat_channels=HIDDEN,
+            loss_scale=LAMBDA_2 * NUM_DECODER_LAYERS,
+        ),
+    ],
+    positive_queries=L(PositiveQueries)(
+        num_heads=2, embed_dim=HIDDEN, num_classes="${..detector.num_classes}", max_queries=300, min_queries=9
+    ),
+    aux_query_weight=1.0,
+    eval_module="detr",
+    eval_heads={"two-stage": 0, "one-stage": 1},
+)

@@ -378,11 +378,13 @@ def load_checkpoint_file(path: str, allow_pickle: bool = False):
         if allow_pickle:
             return torch.load(path, map_location="cpu", weights_only=False)
         names = _unsafe_globals(path)
-        what = f" It references: {', '.join(names)}." if names else ""
+        if names:
+            what = f" It references: {', '.join(names)}."
+        else:  # keep torch's own reason, without its terminal escape codes
+            what = " " + re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1]
         raise PickleRefusedError(
             f"{path}: not loadable with torch.load(weights_only=True); it needs general unpickling, which can "
-            f"run arbitrary code.{what} If you trust the file, pass --allow-pickle (allow_pickle=True). "
-            f"({str(e).splitlines()[0]})"
+            f"run arbitrary code.{what} If you trust the file, pass --allow-pickle (allow_pickle=True)."
         ) from None
 
 

@@ -97,22 +97,35 @@ def d2_resnet50(prefix: str, t) -> Dict[str, torch.Tensor]:
     return sd
 
 
-def torchvision_resnet(name: str, prefix: str, seed: int) -> Dict[str, torch.Tensor]:
-    """torchvision ``resnetXX(weights=None)`` weights under DETR's FrozenBatchNorm2d (no
-    ``num_batches_tracked``) and without the ImageNet ``fc`` (DETR's IntermediateLayerGetter
-    stops at layer4), random BN statistics."""
-    torch.manual_seed(seed)
-    net = getattr(torchvision.models, name)(weights=None)
+def torchvision_resnet(name: str, prefix: str, t) -> Dict[str, torch.Tensor]:
+    """torchvision ``resnetXX`` key names and shapes (module built on the meta device) under
+    DETR's FrozenBatchNorm2d (no ``num_batches_tracked``) and without the ImageNet ``fc``
+    (DETR's IntermediateLayerGetter stops at layer4); values from ``t``, BN variances positive."""
+    with torch.device("meta"):
+        net = getattr(torchvision.models, name)(weights=None)
     sd = {}
     for k, v in net.state_dict().items():
         if k.startswith("fc.") or k.endswith("num_batches_tracked"):
             continue
-        if k.endswith("running_var"):
-            v = torch.rand_like(v) + 0.5
-        elif k.endswith("running_mean") or (k.endswith("bias") and "bn" in k):
-            v = torch.randn_like(v) * 0.1
-        sd[prefix + k] = v.clone()
+        value = t(*v.shape)
+        sd[prefix + k] = 1 + value.abs() if k.endswith(("running_var", "bn1.weight", "bn2.weight", "bn3.weight")) else value
     return sd
+
+
+_SHAPES_CACHE = {}
+
+
+def meta_shapes(config_file: str, overrides=()) -> Dict[str, tuple]:
+    """{key: shape} of a config's model, built once on the meta device (cached)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    key = (config_file, tuple(overrides))
+    if key not in _SHAPES_CACHE:
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(overrides))
+        with torch.device("meta"):
+            model = instantiate(cfg.model)
+        _SHAPES_CACHE[key] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return _SHAPES_CACHE[key]
 
 
 def _neck_in_channels(dims: Dims):
@@ -175,7 +188,7 @@ def dino_official(dims: Dims, values: str = "random", seed: int = 0, shared_head
     num_classes=91 (COCO ids), shared decoder heads (dec_pred_*_embed_share=True), unshared
     two-stage heads (two_stage_*_embed_share=False), label_enc of dn_labelbook_size + 1 = 92."""
     t = _gen(values, seed)
-    sd = torchvision_resnet(dims.resnet, "backbone.0.body.", seed)
+    sd = torchvision_resnet(dims.resnet, "backbone.0.body.", t)
     chans = _neck_in_channels(dims)
     for i, c in enumerate(chans):
         sd[f"input_proj.{i}.0.weight"] = t(dims.d, c, 1, 1)

@@ -14,7 +14,7 @@ from codetr.layers import ms_deform_attn_reference
 from codetr.modeling.transformer.decoder import DINODecoderLayer
 from codetr.modeling.transformer.encoder import DeformableEncoderLayer
 
-from ckpt_source_formats import Dims, detrex_dino, dino_official
+from ckpt_source_formats import Dims, detrex_dino, dino_official, meta_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {4: "configs/dino/dino_r50_4scale_12ep.py", 5: "configs/dino/dino_r50_5scale_12ep.py"}
@@ -27,9 +27,7 @@ def _model_cfg(levels, overrides=()):
 
 
 def _meta_shapes(levels, overrides=()):
-    with torch.device("meta"):
-        model = instantiate(_model_cfg(levels, overrides))
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return meta_shapes(os.path.join(REPO, CONFIGS[levels]), overrides)
 
 
 @pytest.mark.parametrize("source", sorted(GENERATORS))

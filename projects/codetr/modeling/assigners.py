@@ -21,7 +21,7 @@ Conventions shared with mmdet (``ATSSAssigner`` / ``TaskAlignedAssigner``): the 
 unbiased one (``torch.std``), "centre inside" means every distance from the centre to a side of
 the GT is > ``center_eps`` (0.01 pixel), and ties in the final IoU maximum go to the lower index.
 """
-from typing import List, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor

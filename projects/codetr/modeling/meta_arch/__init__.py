@@ -1,5 +1,6 @@
 """Meta-architectures, registered in detectron2's META_ARCH_REGISTRY."""
 from .co_detr import CoDETR
 from .dino import DINO
+from .tood import TOOD
 
-__all__ = ["CoDETR", "DINO"]
+__all__ = ["CoDETR", "DINO", "TOOD"]

@@ -1,0 +1,38 @@
+"""TOOD-R18 on the bundled synthetic shapes dataset, sized to train from scratch on a CPU.
+
+Directly comparable with ``configs/dino/dino_r18_shapes.py``: the same data, augmentation and
+image sizes (its ``dataloader``), the same length (2 epochs of 500 iterations at batch 4) and a
+randomly initialised ResNet-18 with BatchNorm. The model is ``tood_r50_fpn_1x``'s made small: FPN
+and T-Head 128 channels, 4 task-interactive convs, 8 classes. The 1x schedule is scaled to 2
+epochs: ATSS for the first 4/12 (0.67 epoch), LR x0.1 at 8/12 and 11/12, 100-iteration warm-up;
+SGD lr 0.01. Defaults to ``train.device=cpu``.
+"""
+from ..common.schedule import multistep
+from ..dino.dino_r18_shapes import dataloader
+from .tood_r50_fpn_1x import model, optimizer, train
+
+EPOCHS = 2
+WIDTH = 128
+
+train.init_checkpoint = ""
+train.output_dir = "./output/tood_r18_shapes"
+train.device = "cpu"
+train.epochs = EPOCHS
+train.iters_per_epoch = 500  # shapes_train: 2000 images / batch 4
+train.eval_period = 100000  # evaluate once, after the last iteration
+train.checkpointer.period = 250
+lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], warmup_iters=100)
+
+optimizer.lr = 0.01
+
+model.backbone.bottom_up.stem.norm = "BN"
+model.backbone.bottom_up.stages.depth = 18
+model.backbone.bottom_up.stages.pop("stride_in_1x1")  # BasicBlock (R18/34) has no such option
+model.backbone.bottom_up.stages.norm = "BN"
+model.backbone.bottom_up.freeze_at = 0
+model.backbone.out_channels = WIDTH
+model.backbone.top_block.update(in_channels=WIDTH, out_channels=WIDTH)
+model.head.update(
+    num_classes=8, in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=4, initial_epochs=EPOCHS * 4 / 12
+)
+dataloader.evaluator.output_dir = "${train.output_dir}"

@@ -1,0 +1,80 @@
+"""TOOD-R50-FPN 1x on COCO (mmdet / fcjian/TOOD ``tood_r50_fpn_1x_coco``: 42.4 / 42.5 AP).
+
+ResNet-50 (stem and res2 frozen, FrozenBN), FPN P3..P7 256 channels (P6 from P5, "on_output"),
+T-Head (6 task-interactive convs, GN 32), anchor-free, one 8*stride anchor per location.
+ATSS assignment (top 9 per level) for the first 4 epochs, then TAL (top 13, alpha 1, beta 6);
+QFL / focal loss on the aligned score, GIoU weight 2. SGD lr 0.01, momentum 0.9, weight decay
+1e-4, total batch 16, 12 epochs, LR x0.1 at epochs 8 and 11, 500-iteration linear warm-up.
+Data: mmdet's 1x pipeline (flip, resize to short side 800 / long side <= 1333), images without
+boxes filtered (mmdet's CocoDataset default). Test: top 1000 per level, score > 0.05, class-wise
+NMS 0.6, 100 detections.
+
+``train.iters_per_epoch`` is given here because the model needs it when it is built (the
+ATSS -> TAL switch at ``initial_epochs * iters_per_epoch``) and train_net.py builds the model
+before it derives the schedule from the dataset: 117266 COCO train2017 images with boxes / 16 =
+7330. Change it with the batch size or dataset.
+"""
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone import FPN, BasicStem, ResNet
+
+from codetr.data import detr_train_augmentation
+from codetr.modeling.heads.tood_head import TOODHead
+from codetr.modeling.meta_arch.tood import TOOD, LastLevelP6P7
+
+from ..common.data.coco_detr import dataloader
+from ..common.optim import SGD as optimizer
+from ..common.schedule import lr_multiplier_1x_warmup as lr_multiplier
+from ..common.train import train
+
+model = L(TOOD)(
+    backbone=L(FPN)(
+        bottom_up=L(ResNet)(
+            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=False, norm="FrozenBN"),
+            out_features=["res3", "res4", "res5"],
+            freeze_at=2,
+        ),
+        in_features=["res3", "res4", "res5"],
+        out_channels=256,
+        top_block=L(LastLevelP6P7)(in_channels=256, out_channels=256, in_feature="p5", relu_before_p7=False),
+    ),
+    head=L(TOODHead)(
+        num_classes=80,
+        in_features=["p3", "p4", "p5", "p6", "p7"],
+        strides=[8, 16, 32, 64, 128],
+        in_channels=256,
+        feat_channels=256,
+        stacked_convs=6,
+        num_groups=32,
+        anchor_type="anchor_free",
+        anchor_scale=8.0,
+        initial_epochs=4,
+        iters_per_epoch="${train.iters_per_epoch}",
+        atss_topk=9,
+        tal_topk=13,
+        alpha=1.0,
+        beta=6.0,
+        weight_cls=1.0,
+        weight_bbox=2.0,
+        test_topk_candidates=1000,
+        test_score_thresh=0.05,
+        test_nms_thresh=0.6,
+        test_detections_per_image=100,
+    ),
+    size_divisibility=32,
+)
+
+train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+train.output_dir = "./output/tood_r50_fpn_1x"
+train.epochs = 12
+train.iters_per_epoch = 7330
+
+optimizer.lr = 0.01
+optimizer.momentum = 0.9
+optimizer.weight_decay = 1e-4
+
+dataloader.train.dataset.filter_empty = True
+dataloader.train.mapper.augmentation = L(detr_train_augmentation)(min_sizes=[800], max_size=1333)
+dataloader.train.mapper.augmentation_with_crop = None
+dataloader.train.total_batch_size = 16
+dataloader.evaluator.output_dir = "${train.output_dir}"

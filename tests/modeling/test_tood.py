@@ -1,0 +1,187 @@
+"""TOOD meta-architecture: registration, a bf16-autocast training step, the ATSS -> TAL switch at
+the configured iteration, inference in original image coordinates, and the head as a Co-DETR
+auxiliary head on a given pyramid."""
+import pytest
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.backbone import FPN, BasicStem, ResNet
+from detectron2.modeling.backbone.resnet import BasicBlock
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import EventStorage
+
+import codetr.modeling.heads.tood_head as tood_head_module
+from codetr.modeling.heads.base import AssignedSamples
+from codetr.modeling.heads.tood_head import TOODHead
+from codetr.modeling.meta_arch import TOOD
+from codetr.modeling.meta_arch.tood import LastLevelP6P7
+
+WIDTH = 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a busy machine (100x slower ops)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_tood(initial_epochs=1, iters_per_epoch=3, **head_kw):
+    torch.manual_seed(0)
+    # a narrow one-block-per-stage ResNet: the structure of R18, small enough for CPU tests
+    stages = [
+        ResNet.make_stage(BasicBlock, 1, stride_per_block=[s], in_channels=i, out_channels=o, norm="BN")
+        for s, i, o in ((1, 8, 8), (2, 8, 16), (2, 16, 32), (2, 32, 64))
+    ]
+    bottom_up = ResNet(BasicStem(3, 8, norm="BN"), stages, out_features=["res3", "res4", "res5"])
+    backbone = FPN(bottom_up, ["res3", "res4", "res5"], WIDTH, top_block=LastLevelP6P7(WIDTH, WIDTH, "p5"))
+    head = TOODHead(
+        num_classes=4, in_features=["p3", "p4", "p5", "p6", "p7"], strides=[8, 16, 32, 64, 128],
+        in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=2, num_groups=4, anchor_scale=4,
+        initial_epochs=initial_epochs, iters_per_epoch=iters_per_epoch, **head_kw,
+    )
+    return TOOD(backbone, head)
+
+
+def make_input(h, w, boxes, classes, height=None, width=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.long)
+    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), "instances": inst,
+            "height": height or h, "width": width or w}
+
+
+def batch():
+    return [make_input(64, 80, [[4, 6, 40, 50], [30, 20, 76, 60]], [0, 3]),
+            make_input(56, 64, [[10, 8, 50, 40]], [2], seed=1)]
+
+
+def test_registered():
+    assert META_ARCH_REGISTRY.get("TOOD") is TOOD
+
+
+def test_p6p7_on_output_without_relu():
+    block = LastLevelP6P7(4, 4, "p5")
+    p5 = torch.randn(1, 4, 8, 8)
+    p6, p7 = block(p5)
+    torch.testing.assert_close(p7, block.p7(block.p6(p5)))  # P7 = conv(P6), mmdet "on_output"
+    block.relu_before_p7 = True
+    torch.testing.assert_close(block(p5)[1], block.p7(torch.relu(block.p6(p5))))
+
+
+def test_training_step_bf16_autocast_finite():
+    model = tiny_tood(initial_epochs=0)
+    model.train()
+    for iteration in (0, 5):
+        with EventStorage(iteration), torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = model(batch())
+        assert set(losses) == {"loss_cls", "loss_bbox"}
+        for v in losses.values():
+            assert v.dtype == torch.float32 and torch.isfinite(v)
+        assert losses["loss_bbox"].item() > 0
+        sum(losses.values()).backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_atss_to_tal_switch_at_the_configured_iteration(monkeypatch):
+    # initial_epochs 2 x iters_per_epoch 3: ATSS for iterations 0..5, TAL from 6 on
+    model = tiny_tood(initial_epochs=2, iters_per_epoch=3)
+    model.train()
+    assert model.head.initial_iters == 6
+    calls = []
+    real_atss, real_tal = tood_head_module.atss_assign, tood_head_module.tal_assign
+    monkeypatch.setattr(tood_head_module, "atss_assign", lambda *a, **k: calls.append("atss") or real_atss(*a, **k))
+    monkeypatch.setattr(tood_head_module, "tal_assign", lambda *a, **k: calls.append("tal") or real_tal(*a, **k))
+    seen = {}
+    for iteration in (0, 5, 6, 7):
+        calls.clear()
+        with EventStorage(iteration):
+            model(batch())
+        seen[iteration] = set(calls)
+    assert seen == {0: {"atss"}, 5: {"atss"}, 6: {"tal"}, 7: {"tal"}}
+    assert [model.head.use_initial_assigner(i) for i in (5, 6)] == [True, False]
+
+
+def test_inference_in_original_image_coordinates():
+    model = tiny_tood()
+    with torch.no_grad():  # raise the scores above the 0.05 threshold
+        model.head.tood_cls.bias.fill_(2.0)
+        model.head.cls_prob_module[2].bias.fill_(2.0)
+    model.eval()
+    # a 64 x 96 network input of an original 128 x 192 image
+    inputs = [make_input(64, 96, [], [], height=128, width=192), make_input(64, 80, [], [])]
+    with torch.no_grad():
+        out = model(inputs)
+        images = model.preprocess_image(inputs)
+        raw = model.head(images, model.backbone(images.tensor))
+    assert len(out) == 2
+    first = out[0]["instances"]
+    assert first.image_size == (128, 192)
+    assert set(first.get_fields()) == {"pred_boxes", "scores", "pred_classes"}
+    assert 0 < len(first) <= 100
+    assert (first.scores > 0.05).all() and first.pred_classes.dtype == torch.int64
+    assert first.scores.tolist() == sorted(first.scores.tolist(), reverse=True)
+    box = first.pred_boxes.tensor
+    assert (box[:, 0::2] >= 0).all() and (box[:, 0::2] <= 192).all() and (box[:, 1::2] <= 128).all()
+    # the same detections as the head's in the 64 x 96 input, scaled by 2
+    torch.testing.assert_close(box, raw[0].pred_boxes.tensor * 2)
+    assert out[1]["instances"].image_size == (64, 80)
+
+
+def test_as_co_detr_auxiliary_head_on_a_given_pyramid():
+    # Co-DETR protocol: head(images, {"p3": ..., "p4": ...}, gt_instances) -> (losses, samples)
+    torch.manual_seed(0)
+    head = TOODHead(num_classes=4, in_features=["p3", "p4"], strides=[8, 16], in_channels=16, feat_channels=16,
+                    stacked_convs=2, num_groups=4, anchor_scale=4, loss_scale=12.0)
+    pyramid = {"p3": torch.randn(2, 16, 8, 10), "p4": torch.randn(2, 16, 4, 5)}
+    images = ImageList(torch.zeros(2, 3, 64, 80), [(64, 80), (56, 64)])
+    gts = [x["instances"] for x in batch()]
+    head.train()
+    losses, samples = head(images, pyramid, gts)
+    assert set(losses) == {"loss_cls", "loss_bbox"} and all(torch.isfinite(v) for v in losses.values())
+    assert isinstance(samples, AssignedSamples) and len(samples.pos_boxes) == 2
+    anchors = torch.cat(head.anchors([pyramid["p3"], pyramid["p4"]]))
+    for b, inst in enumerate(gts):
+        assert samples.pos_boxes[b].shape[0] > 0
+        # positives are anchors, each matched to one of the image's GT boxes with its label
+        assert all((anchors == p).all(1).any() for p in samples.pos_boxes[b])
+        gt = inst.gt_boxes.tensor
+        for tgt, lab in zip(samples.pos_targets[b], samples.pos_labels[b]):
+            match = (gt == tgt).all(1).nonzero()[:, 0]
+            assert len(match) >= 1 and int(lab) in inst.gt_classes[match].tolist()
+        # negatives: anchors with centres in the unpadded image, disjoint from the positives
+        h, w = images.image_sizes[b]
+        ctr = (samples.neg_boxes[b][:, :2] + samples.neg_boxes[b][:, 2:]) / 2
+        assert (ctr[:, 0] < w).all() and (ctr[:, 1] < h).all()
+        inside = ((anchors[:, 0] + anchors[:, 2]) / 2 < w) & ((anchors[:, 1] + anchors[:, 3]) / 2 < h)
+        assert samples.pos_boxes[b].shape[0] + samples.neg_boxes[b].shape[0] == int(inside.sum())
+    # loss_scale multiplies the losses
+    head12 = losses
+    head.loss_scale = 1.0
+    torch.manual_seed(0)
+    losses1, _ = head(images, pyramid, gts)
+    for k in losses1:
+        torch.testing.assert_close(head12[k], losses1[k] * 12)
+    head.eval()
+    with torch.no_grad():
+        dets = head(images, pyramid)
+    assert len(dets) == 2 and all(isinstance(d, Instances) for d in dets)
+    assert dets[1].image_size == (56, 64)
+
+
+def test_model_rejects_missing_features():
+    model = tiny_tood()
+    with pytest.raises(ValueError, match="in_features"):
+        TOOD(model.backbone, TOODHead(num_classes=2, in_features=["p2"], strides=[4], in_channels=WIDTH,
+                                      feat_channels=WIDTH, stacked_convs=2, num_groups=4))
+
+
+def test_p7_shape_spec():
+    model = tiny_tood()
+    shapes = model.backbone.output_shape()
+    assert [shapes[f].stride for f in model.head.in_features] == model.head.strides
+    assert all(isinstance(s, ShapeSpec) and s.channels == WIDTH for s in shapes.values())

@@ -296,6 +296,10 @@ def test_eval_module_checked():
         tiny_co_detr(eval_module="rpn")
     with pytest.raises(ValueError, match="eval_heads"):
         tiny_co_detr(eval_module="one-stage")
+    det = tiny_dino()
+    head = ATSSHead(K, ["p2"], [4], in_channels=D, feat_channels=D, num_groups=8)
+    with pytest.raises(ValueError, match="num_heads"):
+        CoDETR(det, [head], PositiveQueries(2, D, K), pyramid_num_groups=8)
 
 
 def test_padding_is_image():

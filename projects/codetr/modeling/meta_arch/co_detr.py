@@ -81,9 +81,11 @@ class CoDETR(nn.Module):
         eval_heads = dict(eval_heads or {})
         if eval_module != "detr" and eval_heads.get(eval_module) is None:
             raise ValueError(f"CoDETR: eval_module={eval_module!r} needs eval_heads[{eval_module!r}], got {eval_heads}")
-        if positive_queries is not None and positive_queries.num_heads < len(aux_heads):
+        if positive_queries is not None and positive_queries.num_heads != len(aux_heads):
+            # unused projections would also break DDP without find_unused_parameters
             raise ValueError(
-                f"CoDETR: positive_queries has {positive_queries.num_heads} head projections for {len(aux_heads)} aux heads"
+                f"CoDETR: positive_queries has {positive_queries.num_heads} head projections for {len(aux_heads)} "
+                "aux heads; set positive_queries.num_heads to the number of aux heads"
             )
         self.detector = detector
         self.aux_heads = nn.ModuleList(aux_heads)

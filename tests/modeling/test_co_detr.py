@@ -160,8 +160,9 @@ def _independent_fixed_loss(out, fixed, qfl=True):
     cls = (bce * (target - p).abs() ** 2).sum()
     n = max(float(pos.sum()), 1.0)
     l1 = (boxes[pos] - fixed.boxes[pos]).abs().sum()
-    giou = torchvision.ops.generalized_box_iou_loss(box_cxcywh_to_xyxy(boxes[pos]), box_cxcywh_to_xyxy(fixed.boxes[pos]),
-                                                    reduction="sum")
+    giou = torchvision.ops.generalized_box_iou_loss(
+        box_cxcywh_to_xyxy(boxes[pos]), box_cxcywh_to_xyxy(fixed.boxes[pos]), reduction="sum"
+    )
     return {"class": cls / n, "bbox": 5 * l1 / n, "giou": 2 * giou / n}
 
 
@@ -329,7 +330,8 @@ def test_padding_is_image():
 
 
 def test_strip_aux_weights(tmp_path):
-    spec = importlib.util.spec_from_file_location("strip_aux_weights", os.path.join(ROOT, "tools", "strip_aux_weights.py"))
+    path = os.path.join(ROOT, "tools", "strip_aux_weights.py")
+    spec = importlib.util.spec_from_file_location("strip_aux_weights", path)
     strip_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(strip_tool)
     model = tiny_co_detr()

@@ -31,7 +31,8 @@ def make_batch():
     images = ImageList(torch.zeros(2, 3, 64, 96), [(64, 96), (48, 64)])
     feats = {n: torch.randn(2, C, math.ceil(64 / s), math.ceil(96 / s)) for n, s in zip(NAMES, STRIDES)}
     gts = []
-    for size, boxes, labels in (((64, 96), [[10, 8, 50, 40], [60, 20, 90, 60]], [0, 2]), ((48, 64), [[5, 5, 30, 40]], [1])):
+    cases = (((64, 96), [[10, 8, 50, 40], [60, 20, 90, 60]], [0, 2]), ((48, 64), [[5, 5, 30, 40]], [1]))
+    for size, boxes, labels in cases:
         gts.append(Instances(size, gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
                              gt_classes=torch.tensor(labels)))
     return images, feats, gts

@@ -114,7 +114,8 @@ def build_rcnn_aux_head(
     loss on deltas with weights (1, 1, 1, 1); NMS 0.7; ``pre_nms_topk`` per level and
     ``post_nms_topk`` per image (train, test). RoI head on the first ``num_roi_levels`` levels:
     ROIAlignV2 7x7 (``pooler_sampling_ratio`` points per bin and axis, 0 = adaptive as mmdet;
-    a fixed 2 is much cheaper on CPU for large boxes; canonical box 224 at level 4 = mmdet's finest_scale 56 from p2, 112 from
+    a fixed 2 is much cheaper on CPU for large boxes; canonical box 224 at level 4 = mmdet's
+    finest_scale 56 from p2, 112 from
     p3); 2 FC of ``fc_dim``; matcher IoU 0.5; 512 samples per image, 25% positive, GT appended;
     deltas weights (10, 10, 5, 5); softmax CE + GIoU (weight ``giou_weight``) on decoded boxes.
     Every loss is multiplied by ``loss_scale`` (Co-DETR: 12).
@@ -140,7 +141,9 @@ def build_rcnn_aux_head(
         smooth_l1_beta=0.0,
     )
     roi_features = list(in_features)[:num_roi_levels]
-    box_head = FastRCNNConvFCHead(ShapeSpec(channels=in_channels, height=7, width=7), conv_dims=[], fc_dims=[fc_dim] * 2)
+    box_head = FastRCNNConvFCHead(
+        ShapeSpec(channels=in_channels, height=7, width=7), conv_dims=[], fc_dims=[fc_dim] * 2
+    )
     roi_heads = StandardROIHeads(
         box_in_features=roi_features,
         box_pooler=ROIPooler(

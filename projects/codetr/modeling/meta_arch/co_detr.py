@@ -33,7 +33,6 @@ from detectron2.modeling import META_ARCH_REGISTRY, detector_postprocess
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from codetr.modeling.backbone import downsample_mask
 from codetr.modeling.backbone.channel_mapper import ConvGN
 from codetr.modeling.criterion import reduce_num_boxes
 from codetr.modeling.positive_queries import PositiveQueries

@@ -36,9 +36,9 @@ class Dims:
 
 def _gen(kind: str, seed: int) -> Callable:
     g = torch.Generator().manual_seed(seed)
-    if kind == "zeros":
-        return lambda *shape: torch.zeros(*shape)
-    return lambda *shape: torch.randn(*shape, generator=g) * 0.05
+    if kind == "zeros":  # names and shapes only: a stride-0 view costs no memory
+        return lambda *shape: torch.zeros(()).expand(*shape)
+    return lambda *shape: torch.rand(*shape, generator=g) * 0.1 - 0.05
 
 
 def _msda(sd, prefix, dims: Dims, t):
@@ -132,6 +132,29 @@ def _neck_in_channels(dims: Dims):
     return dims.backbone_channels
 
 
+def _mmcv_layers(sd, prefix, dims: Dims, t):
+    """Encoder/decoder layers in mmcv's BaseTransformerLayer naming (detrex, mmdet 2/3):
+    attentions.k (decoder self-attention: nn.MultiheadAttention under .attn), ffns.0.layers.{0.0,1},
+    norms.k in operation order."""
+    for i in range(dims.enc_layers):
+        p = f"{prefix}encoder.layers.{i}."
+        _msda(sd, p + "attentions.0.", dims, t)
+        _linear(sd, p + "ffns.0.layers.0.0.", dims.ffn, dims.d, t)
+        _linear(sd, p + "ffns.0.layers.1.", dims.d, dims.ffn, t)
+        for n in range(2):
+            _norm(sd, f"{p}norms.{n}.", dims.d, t)
+    for i in range(dims.dec_layers):
+        p = f"{prefix}decoder.layers.{i}."
+        sd[p + "attentions.0.attn.in_proj_weight"] = t(3 * dims.d, dims.d)
+        sd[p + "attentions.0.attn.in_proj_bias"] = t(3 * dims.d)
+        _linear(sd, p + "attentions.0.attn.out_proj.", dims.d, dims.d, t)
+        _msda(sd, p + "attentions.1.", dims, t)
+        _linear(sd, p + "ffns.0.layers.0.0.", dims.ffn, dims.d, t)
+        _linear(sd, p + "ffns.0.layers.1.", dims.d, dims.ffn, t)
+        for n in range(3):
+            _norm(sd, f"{p}norms.{n}.", dims.d, t)
+
+
 def detrex_dino(dims: Dims, values: str = "random", seed: int = 0) -> Dict[str, torch.Tensor]:
     """``projects/dino/modeling/dino.py`` DINO (detrex): Detectron2 ResNet, ChannelMapper
     (ConvNormAct: conv/norm), DINOTransformer with BaseTransformerLayer (attentions / ffns /
@@ -150,23 +173,7 @@ def detrex_dino(dims: Dims, values: str = "random", seed: int = 0) -> Dict[str, 
     sd["neck.extra_convs.0.conv.bias"] = t(dims.d)
     _norm(sd, "neck.extra_convs.0.norm.", dims.d, t)
     sd["transformer.level_embeds"] = t(dims.levels, dims.d)
-    for i in range(dims.enc_layers):
-        p = f"transformer.encoder.layers.{i}."
-        _msda(sd, p + "attentions.0.", dims, t)
-        _linear(sd, p + "ffns.0.layers.0.0.", dims.ffn, dims.d, t)
-        _linear(sd, p + "ffns.0.layers.1.", dims.d, dims.ffn, t)
-        for n in range(2):
-            _norm(sd, f"{p}norms.{n}.", dims.d, t)
-    for i in range(dims.dec_layers):
-        p = f"transformer.decoder.layers.{i}."
-        sd[p + "attentions.0.attn.in_proj_weight"] = t(3 * dims.d, dims.d)
-        sd[p + "attentions.0.attn.in_proj_bias"] = t(3 * dims.d)
-        _linear(sd, p + "attentions.0.attn.out_proj.", dims.d, dims.d, t)
-        _msda(sd, p + "attentions.1.", dims, t)
-        _linear(sd, p + "ffns.0.layers.0.0.", dims.ffn, dims.d, t)
-        _linear(sd, p + "ffns.0.layers.1.", dims.d, dims.ffn, t)
-        for n in range(3):
-            _norm(sd, f"{p}norms.{n}.", dims.d, t)
+    _mmcv_layers(sd, "transformer.", dims, t)
     _mlp(sd, "transformer.decoder.ref_point_head.", [2 * dims.d, dims.d, dims.d], t)
     _norm(sd, "transformer.decoder.norm.", dims.d, t)
     sd["transformer.tgt_embed.weight"] = t(dims.queries, dims.d)
@@ -234,4 +241,64 @@ def dino_official(dims: Dims, values: str = "random", seed: int = 0, shared_head
     for k in [k for k in sd if k.startswith(("class_embed.", "bbox_embed."))]:
         sd["transformer.decoder." + k] = sd[k]
     sd["label_enc.weight"] = t(92, dims.d)
+    return sd
+
+
+
+def co_dino_official(dims: Dims, values: str = "random", seed: int = 0, mmdet3: bool = False) -> Dict[str, torch.Tensor]:
+    """Sense-X/Co-DETR ``CoDETR`` with ``co_dino_5scale_r50_1x_coco.py`` (mmdet 2.x; with
+    ``mmdet3`` the MMDetection 3 port, whose label embedding lives in ``dn_generator``): mmdet
+    ResNet (torchvision names + ``num_batches_tracked``), ChannelMapper of ConvModules (bias-free
+    conv + ``gn``), CoDINOHead (cls/reg_branches, 7 = 6 decoder + 1 two-stage, reg branch
+    Sequential(Linear, ReLU, Linear, ReLU, Linear)), CoDinoTransformer (level_embeds, enc_output,
+    query_embed, aux_pos_trans for 2 co-heads, mmcv layers, ref_point_head = build_MLP Sequential),
+    RPNHead (9 anchors), Shared2FCBBoxHead, ATSS head (stacked_convs=1, ConvModule conv + gn)."""
+    t = _gen(values, seed)
+    d = dims.d
+    sd = torchvision_resnet(dims.resnet, "backbone.", t)
+    for k in [k for k in sd if k.endswith("running_var")]:
+        sd[k[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+    chans = dims.backbone_channels
+    for i, c in enumerate(chans):
+        sd[f"neck.convs.{i}.conv.weight"] = t(d, c, 1, 1)
+        _norm(sd, f"neck.convs.{i}.gn.", d, t)
+    sd["neck.extra_convs.0.conv.weight"] = t(d, chans[-1], 3, 3)
+    _norm(sd, "neck.extra_convs.0.gn.", d, t)
+    q = "query_head."
+    sd[q + "transformer.level_embeds"] = t(dims.levels, d)
+    _linear(sd, q + "transformer.enc_output.", d, d, t)
+    _norm(sd, q + "transformer.enc_output_norm.", d, t)
+    sd[q + "transformer.query_embed.weight"] = t(dims.queries, d)
+    for k in range(2):
+        _linear(sd, f"{q}transformer.aux_pos_trans.{k}.", d, 2 * d, t)
+        _norm(sd, f"{q}transformer.aux_pos_trans_norm.{k}.", d, t)
+    _mmcv_layers(sd, q + "transformer.", dims, t)
+    _linear(sd, q + "transformer.decoder.ref_point_head.0.", d, 2 * d, t)
+    _linear(sd, q + "transformer.decoder.ref_point_head.2.", d, d, t)
+    _norm(sd, q + "transformer.decoder.norm.", d, t)
+    for i in range(dims.dec_layers + 1):
+        _linear(sd, f"{q}cls_branches.{i}.", dims.num_classes, d, t)
+        for j, o in ((0, d), (2, d), (4, 4)):
+            _linear(sd, f"{q}reg_branches.{i}.{j}.", o, d, t)
+    label = q + ("dn_generator.label_embedding.weight" if mmdet3 else "label_embedding.weight")
+    sd[label] = t(dims.num_classes, d)
+    sd[q + "downsample.0.weight"] = t(d, d, 3, 3)
+    sd[q + "downsample.0.bias"] = t(d)
+    _norm(sd, q + "downsample.1.", d, t)
+    sd["rpn_head.rpn_conv.weight"], sd["rpn_head.rpn_conv.bias"] = t(d, d, 3, 3), t(d)
+    sd["rpn_head.rpn_cls.weight"], sd["rpn_head.rpn_cls.bias"] = t(9, d, 1, 1), t(9)
+    sd["rpn_head.rpn_reg.weight"], sd["rpn_head.rpn_reg.bias"] = t(36, d, 1, 1), t(36)
+    r = "roi_head.0.bbox_head."
+    _linear(sd, r + "shared_fcs.0.", 1024, d * 7 * 7, t)
+    _linear(sd, r + "shared_fcs.1.", 1024, 1024, t)
+    _linear(sd, r + "fc_cls.", dims.num_classes + 1, 1024, t)
+    _linear(sd, r + "fc_reg.", dims.num_classes * 4, 1024, t)
+    b = "bbox_head.0."
+    for tower in ("cls_convs", "reg_convs"):
+        sd[f"{b}{tower}.0.conv.weight"] = t(d, d, 3, 3)
+        _norm(sd, f"{b}{tower}.0.gn.", d, t)
+    for name, o in (("atss_cls", dims.num_classes), ("atss_reg", 4), ("atss_centerness", 1)):
+        sd[f"{b}{name}.weight"], sd[f"{b}{name}.bias"] = t(o, d, 3, 3), t(o)
+    for k in range(6):
+        sd[f"{b}scales.{k}.scale"] = 1 + t(1)[0]
     return sd

@@ -14,7 +14,7 @@ from codetr.layers import ms_deform_attn_reference
 from codetr.modeling.transformer.decoder import DINODecoderLayer
 from codetr.modeling.transformer.encoder import DeformableEncoderLayer
 
-from ckpt_source_formats import Dims, detrex_dino, dino_official, meta_shapes
+from ckpt_source_formats import Dims, co_dino_official, detrex_dino, dino_official, meta_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {4: "configs/dino/dino_r50_4scale_12ep.py", 5: "configs/dino/dino_r50_5scale_12ep.py"}
@@ -95,13 +95,18 @@ def _ln(x, w, p):
 
 
 # Names of each source's decoder-layer tensors, as in the source code (post-norm layers).
+MMCV_DEC = dict(sa="attentions.0.attn.", ca="attentions.1.", sa_norm="norms.0.", ca_norm="norms.1.",
+                ffn_norm="norms.2.", fc1="ffns.0.layers.0.0.", fc2="ffns.0.layers.1.")
 DEC_NAMES = {
+    "co-detr": MMCV_DEC,
     "detrex-dino": dict(sa="attentions.0.attn.", ca="attentions.1.", sa_norm="norms.0.", ca_norm="norms.1.",
                         ffn_norm="norms.2.", fc1="ffns.0.layers.0.0.", fc2="ffns.0.layers.1."),
     "dino-official": dict(sa="self_attn.", ca="cross_attn.", sa_norm="norm2.", ca_norm="norm1.",
                           ffn_norm="norm3.", fc1="linear1.", fc2="linear2."),
 }
 ENC_NAMES = {
+    "co-detr": dict(sa="attentions.0.", sa_norm="norms.0.", ffn_norm="norms.1.", fc1="ffns.0.layers.0.0.",
+                    fc2="ffns.0.layers.1."),
     "detrex-dino": dict(sa="attentions.0.", sa_norm="norms.0.", ffn_norm="norms.1.", fc1="ffns.0.layers.0.0.",
                         fc2="ffns.0.layers.1."),
     "dino-official": dict(sa="self_attn.", sa_norm="norm1.", ffn_norm="norm2.", fc1="linear1.", fc2="linear2."),
@@ -137,13 +142,22 @@ def _sub(sd, prefix):
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-@pytest.mark.parametrize("source", sorted(GENERATORS))
+# source -> (generator, source transformer prefix, converted transformer prefix)
+LAYER_CASES = {
+    "detrex-dino": (detrex_dino, "transformer.", "transformer."),
+    "dino-official": (dino_official, "transformer.", "transformer."),
+    "co-detr": (co_dino_official, "query_head.transformer.", "detector.transformer."),
+}
+
+
+@pytest.mark.parametrize("source", sorted(LAYER_CASES))
 def test_converted_layers_compute_what_the_source_layers_compute(source):
     """Our encoder/decoder layers loaded from the converted tensors equal functional versions
     of the source layers on the source tensors (catches swapped norms / projections)."""
+    gen, src_t, dst_t = LAYER_CASES[source]
     dims = Dims(levels=4, enc_layers=2, dec_layers=2, d=32, ffn=48, heads=4, points=2, queries=10,
-                resnet="resnet50" if source == "detrex-dino" else "resnet18")
-    sd = GENERATORS[source](dims, values="random", seed=3)
+                resnet="resnet18" if source == "dino-official" else "resnet50")
+    sd = gen(dims, values="random", seed=3)
     out = convert(source, sd).state_dict
     torch.manual_seed(0)
     shapes = torch.tensor([[6, 5], [3, 3], [2, 2], [1, 1]])
@@ -155,17 +169,17 @@ def test_converted_layers_compute_what_the_source_layers_compute(source):
     ref_boxes = torch.cat([torch.rand(2, 7, dims.levels, 2) * 0.6 + 0.2, torch.rand(2, 7, dims.levels, 2) * 0.3 + 0.05], -1)
 
     for i in range(dims.dec_layers):
-        src_w = _sub(sd, f"transformer.decoder.layers.{i}.")
+        src_w = _sub(sd, f"{src_t}decoder.layers.{i}.")
         layer = DINODecoderLayer(dims.d, dims.heads, dims.levels, dims.points, dims.ffn).eval()
-        layer.load_state_dict(_sub(out, f"transformer.decoder.layers.{i}."), strict=True)
+        layer.load_state_dict(_sub(out, f"{dst_t}decoder.layers.{i}."), strict=True)
         with torch.no_grad():
             ours = layer(tgt, query_pos, ref_boxes, memory, shapes, lsi, None, None)
         ref = _source_decoder_layer(src_w, DEC_NAMES[source], tgt, query_pos, ref_boxes, memory, shapes, lsi, dims)
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
     for i in range(dims.enc_layers):
-        src_w = _sub(sd, f"transformer.encoder.layers.{i}.")
+        src_w = _sub(sd, f"{src_t}encoder.layers.{i}.")
         layer = DeformableEncoderLayer(dims.d, dims.heads, dims.levels, dims.points, dims.ffn).eval()
-        layer.load_state_dict(_sub(out, f"transformer.encoder.layers.{i}."), strict=True)
+        layer.load_state_dict(_sub(out, f"{dst_t}encoder.layers.{i}."), strict=True)
         with torch.no_grad():
             ours = layer(memory, pos, ref_pts, shapes, lsi, None)
         ref = _source_encoder_layer(src_w, ENC_NAMES[source], memory, pos, ref_pts, shapes, lsi, dims)

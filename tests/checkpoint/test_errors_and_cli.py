@@ -84,7 +84,7 @@ def test_missing_bn_statistics_and_untied_aliases_are_errors():
         convert("dino-official", sd)
 
 
-@pytest.mark.parametrize("name", ["co-detr", "mmdet-co-dino", "mmdet-tood", "tood-official"])
+@pytest.mark.parametrize("name", ["mmdet-tood", "tood-official"])
 def test_pending_sources_say_the_target_model_has_not_landed(name):
     with pytest.raises(SourceNotImplementedError, match="not implemented yet: the target model"):
         convert(name, {})

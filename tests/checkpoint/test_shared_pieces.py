@@ -43,7 +43,7 @@ def test_resnet50_from_torchvision_layout_matches_torchvision_features():
     ).eval()
     d2.load_state_dict({k[len("backbone."):]: v for k, v in result.state_dict.items()}, strict=True)
 
-    x = torch.randn(2, 3, 96, 64)
+    x = torch.randn(1, 3, 96, 64)
     with torch.no_grad():
         ours = d2(x)
         h = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))

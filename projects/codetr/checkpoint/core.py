@@ -107,6 +107,8 @@ class Source:
             ``drop_training_weights`` (e.g. ``model.denoising=null``).
         select_config: optional ``fn(converted_state_dict) -> config path`` picking the config
             that matches a converted checkpoint (e.g. by its number of feature levels).
+        overrides_for: optional ``fn(converted_state_dict) -> overrides``, replacing the two
+            static lists when the overrides depend on the result (e.g. on the config it selects).
     """
 
     name: str
@@ -116,6 +118,7 @@ class Source:
     config_overrides: Tuple[str, ...] = ()
     overrides_when_dropped: Tuple[str, ...] = ()
     select_config: Optional[Callable[[Mapping[str, Tensor]], str]] = None
+    overrides_for: Optional[Callable[[Mapping[str, Tensor]], Sequence[str]]] = None
 
 
 _SOURCES: Dict[str, Source] = {}
@@ -128,15 +131,16 @@ def register_source(
     config_overrides: Sequence[str] = (),
     overrides_when_dropped: Sequence[str] = (),
     select_config: Optional[Callable[[Mapping[str, Tensor]], str]] = None,
+    overrides_for: Optional[Callable[[Mapping[str, Tensor]], Sequence[str]]] = None,
 ):
-    """Decorator registering ``fn`` as the converter of source ``name``."""
+    """Decorator registering ``fn`` as the converter of source ``name`` (see ``Source``)."""
 
     def deco(fn: SourceFn) -> SourceFn:
         if name in _SOURCES:
             raise ValueError(f"checkpoint source {name!r} is already registered")
         _SOURCES[name] = Source(
             name, fn, description, tuple(configs), tuple(config_overrides), tuple(overrides_when_dropped),
-            select_config,
+            select_config, overrides_for,
         )
         return fn
 
@@ -324,9 +328,10 @@ def convert(
     key shapes), also check the result matches it exactly."""
     src = get_source(source)
     converted, dropped = src.fn(state_dict, drop_training_weights=drop_training_weights)
-    overrides = list(src.config_overrides)
-    if drop_training_weights:
-        overrides += list(src.overrides_when_dropped)
+    if src.overrides_for is not None:
+        overrides = list(src.overrides_for(converted))
+    else:
+        overrides = list(src.config_overrides) + (list(src.overrides_when_dropped) if drop_training_weights else [])
     if target is not None:
         verify_state_dict(converted, target, f"{source} conversion")
     return Conversion(source, converted, dropped, overrides)

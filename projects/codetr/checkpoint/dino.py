@@ -60,7 +60,7 @@ from .coco import coco91_to_80
 from .core import DroppedKey, KeyMapper, MissingKeyError, iter_layer_indices, register_source
 from .resnet import map_resnet
 
-__all__ = ["convert_detrex_dino", "convert_dino_official", "dino_config_for"]
+__all__ = ["convert_detrex_dino", "convert_dino_official", "dino_config_for", "map_mmcv_transformer_layers"]
 
 MSDA = r"(sampling_offsets|attention_weights|value_proj|output_proj)\.(weight|bias)"
 WB = r"(weight|bias)"
@@ -110,6 +110,32 @@ def _label_embedding(m: KeyMapper, drop_training_weights: bool, fix=None) -> Non
         m.put("denoising.label_embedding.weight", fix(value, key) if fix else value)
 
 
+def map_mmcv_transformer_layers(m: KeyMapper, src: str, dst: str) -> int:
+    """Encoder / decoder layers in mmcv's ``BaseTransformerLayer`` naming (detrex, mmdet 2/3:
+    ``attentions.k``, ``ffns.0.layers.{0.0,1}``, ``norms.k`` in operation order, post-norm) under
+    ``src + "encoder.layers."`` / ``src + "decoder.layers."`` -> codetr's layers under ``dst``.
+    Returns the number of decoder layers."""
+    s = re.escape(src)
+    enc, dec = dst + "encoder.layers.", dst + "decoder.layers."
+    _num_layers(m, src + "encoder.layers.")
+    num_dec = _num_layers(m, src + "decoder.layers.")
+    e = s + r"encoder\.layers\.(\d+)\."
+    m.rename_all(e + r"attentions\.0\." + MSDA, enc + r"\1.self_attn.\2.\3")
+    m.rename_all(e + rf"ffns\.0\.layers\.0\.0\.{WB}", enc + r"\1.ffn.linear1.\2")
+    m.rename_all(e + rf"ffns\.0\.layers\.1\.{WB}", enc + r"\1.ffn.linear2.\2")
+    m.rename_all(e + rf"norms\.0\.{WB}", enc + r"\1.norm1.\2")
+    m.rename_all(e + rf"norms\.1\.{WB}", enc + r"\1.norm2.\2")
+    d = s + r"decoder\.layers\.(\d+)\."
+    m.rename_all(d + r"attentions\.0\.attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)",
+                 dec + r"\1.self_attn.\2")
+    m.rename_all(d + r"attentions\.1\." + MSDA, dec + r"\1.cross_attn.\2.\3")
+    m.rename_all(d + rf"ffns\.0\.layers\.0\.0\.{WB}", dec + r"\1.ffn.linear1.\2")
+    m.rename_all(d + rf"ffns\.0\.layers\.1\.{WB}", dec + r"\1.ffn.linear2.\2")
+    for i in range(3):  # self-attn, cross-attn, FFN
+        m.rename_all(d + rf"norms\.{i}\.{WB}", dec + rf"\1.norm{i + 1}.\2")
+    return num_dec
+
+
 @register_source(
     "detrex-dino",
     "detrex DINO checkpoints (IDEA-Research/detrex projects/dino, e.g. dino_r50_4scale_12ep_49_2AP.pth)",
@@ -125,23 +151,7 @@ def convert_detrex_dino(
     m.rename_all(r"backbone\.(stem|res[2-5])\.(.+)", r"backbone.\1.\2")
     m.rename_all(rf"neck\.(convs|extra_convs)\.(\d+)\.(conv|norm)\.{WB}", r"neck.\1.\2.\3.\4")
     m.move("transformer.level_embeds", "transformer.level_embeds")
-    enc, dec = "transformer.encoder.layers.", "transformer.decoder.layers."
-    _num_layers(m, enc)
-    num_dec = _num_layers(m, dec)
-    e = r"transformer\.encoder\.layers\.(\d+)\."
-    m.rename_all(e + r"attentions\.0\." + MSDA, enc + r"\1.self_attn.\2.\3")
-    m.rename_all(e + rf"ffns\.0\.layers\.0\.0\.{WB}", enc + r"\1.ffn.linear1.\2")
-    m.rename_all(e + rf"ffns\.0\.layers\.1\.{WB}", enc + r"\1.ffn.linear2.\2")
-    m.rename_all(e + rf"norms\.0\.{WB}", enc + r"\1.norm1.\2")
-    m.rename_all(e + rf"norms\.1\.{WB}", enc + r"\1.norm2.\2")
-    d = r"transformer\.decoder\.layers\.(\d+)\."
-    m.rename_all(d + r"attentions\.0\.attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)",
-                 dec + r"\1.self_attn.\2")
-    m.rename_all(d + r"attentions\.1\." + MSDA, dec + r"\1.cross_attn.\2.\3")
-    m.rename_all(d + rf"ffns\.0\.layers\.0\.0\.{WB}", dec + r"\1.ffn.linear1.\2")
-    m.rename_all(d + rf"ffns\.0\.layers\.1\.{WB}", dec + r"\1.ffn.linear2.\2")
-    for src, dst in ((0, 1), (1, 2), (2, 3)):
-        m.rename_all(d + rf"norms\.{src}\.{WB}", dec + rf"\1.norm{dst}.\2")
+    num_dec = map_mmcv_transformer_layers(m, "transformer.", "transformer.")
     m.rename_all(rf"transformer\.decoder\.(ref_point_head\.layers\.\d+|norm)\.{WB}", r"transformer.decoder.\1.\2")
     m.rename_all(rf"transformer\.(enc_output|enc_output_norm)\.{WB}", r"transformer.\1.\2")
     m.move("transformer.tgt_embed.weight", "transformer.tgt_embed.weight")

@@ -1,11 +1,11 @@
 """Sources whose target models have not landed yet, and the backbone-only torchvision source.
 
-``co-detr``, ``mmdet-co-dino``, ``mmdet-tood`` and ``tood-official`` are registered so that the
-CLI lists them and fails with a clear message. What their converters will need is in
+``mmdet-tood`` and ``tood-official`` are registered so that the CLI lists them and fails with a
+clear message. What their converters will need is in
 ``MODEL_ZOO.md`` ("Converters still to write") and in the shared pieces of this package:
-``map_resnet`` (mmdet ResNet names are torchvision's under ``backbone.``), ``coco91_to_80`` (not
-needed for mmdet: its heads are already 80-way contiguous), ``map_mmdet_rpn_head`` (anchor order)
-and ``KeyMapper`` (mapped-or-dropped bookkeeping).
+``map_resnet`` (mmdet ResNet names are torchvision's under ``backbone.``), the mmcv ConvModule /
+ATSS-tower mapping of ``co_detr.py`` (TOOD's T-Head has the same towers), and ``KeyMapper``
+(mapped-or-dropped bookkeeping); mmdet heads are already 80-way contiguous.
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from .resnet import map_resnet
 __all__ = ["PENDING_SOURCES", "convert_torchvision_resnet"]
 
 PENDING_SOURCES = {
-    "co-detr": ("Sense-X/Co-DETR releases (Co-DINO, Co-Deformable-DETR; mmdet 2.x .pth)", "Co-DETR"),
-    "mmdet-co-dino": ("MMDetection 3 projects/CO-DETR weights (co_dino_5scale_*.pth)", "Co-DETR"),
     "mmdet-tood": ("MMDetection TOOD weights (tood_r50_fpn_1x_coco_*.pth)", "TOOD"),
     "tood-official": ("fcjian/TOOD releases (mmdet 2.x .pth)", "TOOD"),
 }

@@ -54,7 +54,7 @@ model = L(CoDETR)(
     detector=detector,
     aux_heads=[
         L(build_rcnn_aux_head)(
-            num_classes="${...detector.num_classes}",
+            num_classes="${...num_classes}",
             in_features=PYRAMID,
             strides=STRIDES,
             in_channels=256,
@@ -63,7 +63,7 @@ model = L(CoDETR)(
             return_features=True,
         ),
         L(ATSSHead)(
-            num_classes="${...detector.num_classes}",
+            num_classes="${...num_classes}",
             in_features=PYRAMID,
             strides=STRIDES,
             in_channels=256,
@@ -73,13 +73,17 @@ model = L(CoDETR)(
         ),
     ],
     positive_queries=L(PositiveQueries)(
-        num_heads=2, embed_dim=256, num_classes="${..detector.num_classes}", max_queries=300, min_queries=9,
+        num_heads=2, embed_dim=256, num_classes="${..num_classes}", max_queries=300, min_queries=9,
         feat_dim=256,
     ),
     aux_query_weight=1.0,
     eval_module="detr",
     eval_heads={"two-stage": 0, "one-stage": 1},
+    num_classes=detector.num_classes,
+    num_queries=detector.num_queries,
 )
+model.detector.num_classes = "${..num_classes}"  # one place: model.num_classes
+model.detector.num_queries = "${..num_queries}"
 
 dataloader.train.total_batch_size = 16
 dataloader.evaluator.output_dir = "${train.output_dir}"

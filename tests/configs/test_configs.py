@@ -25,7 +25,6 @@ SHRINK = {
     "model.transformer.decoder.ffn_dim": 64,
     "model.denoising.num_dn_queries": 4,
     # Co-DETR configs wrap their DINO under model.detector (LSJ pads test images to 1024: not here)
-    "model.detector.num_queries": 10,
     "model.detector.select_box_nums_for_evaluation": 10,
     "model.detector.transformer.encoder.num_layers": 1,
     "model.detector.transformer.decoder.num_layers": 1,

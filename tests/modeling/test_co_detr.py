@@ -301,6 +301,11 @@ def test_eval_module_checked():
     head = ATSSHead(K, ["p2"], [4], in_channels=D, feat_channels=D, num_groups=8)
     with pytest.raises(ValueError, match="num_heads"):
         CoDETR(det, [head], PositiveQueries(2, D, K), pyramid_num_groups=8)
+    with pytest.raises(ValueError, match="num_classes"):
+        CoDETR(det, [head], PositiveQueries(1, D, K + 1), pyramid_num_groups=8, num_classes=K)
+    with pytest.raises(ValueError, match="num_queries"):
+        CoDETR(det, [head], None, pyramid_num_groups=8, num_queries=7)
+    CoDETR(det, [head], PositiveQueries(1, D, K), pyramid_num_groups=8, num_classes=K, num_queries=20)
 
 
 def test_padding_is_image():

@@ -44,6 +44,14 @@ __all__ = ["CoDETR"]
 EVAL_MODULES = ("detr", "one-stage", "two-stage")
 
 
+def _num_classes(head: nn.Module) -> Optional[int]:
+    """Number of classes of an auxiliary head (its own attribute or its RoI heads'), if known."""
+    for owner in (head, getattr(head, "roi_heads", None)):
+        if owner is not None and isinstance(getattr(owner, "num_classes", None), int):
+            return owner.num_classes
+    return None
+
+
 @META_ARCH_REGISTRY.register()
 class CoDETR(nn.Module):
     """Co-DETR around a DINO detector.
@@ -62,6 +70,9 @@ class CoDETR(nn.Module):
         eval_heads: index into ``aux_heads`` of the one-stage / two-stage head,
             e.g. ``{"two-stage": 0, "one-stage": 1}``.
         pyramid_num_groups: GroupNorm groups of the extra pyramid level.
+        num_classes, num_queries: optional; checked against the detector (configs interpolate
+            them into the detector, the heads and the positive queries, so that
+            ``model.num_classes=8 model.num_queries=100`` works on the command line).
     """
 
     def __init__(
@@ -73,8 +84,20 @@ class CoDETR(nn.Module):
         eval_module: str = "detr",
         eval_heads: Optional[Dict[str, int]] = None,
         pyramid_num_groups: int = 32,
+        num_classes: Optional[int] = None,
+        num_queries: Optional[int] = None,
     ):
         super().__init__()
+        if num_queries is not None and num_queries != detector.transformer.num_queries:
+            raise ValueError(f"CoDETR: num_queries={num_queries} but the detector has {detector.transformer.num_queries}")
+        if num_classes is not None:
+            found = {"detector": detector.criterion.num_classes}
+            found.update({f"aux_heads[{i}]": _num_classes(h) for i, h in enumerate(aux_heads)})
+            if positive_queries is not None:
+                found["positive_queries"] = positive_queries.num_classes
+            wrong = {k: v for k, v in found.items() if v is not None and v != num_classes}
+            if wrong:
+                raise ValueError(f"CoDETR: num_classes={num_classes} but {wrong}")
         if eval_module not in EVAL_MODULES:
             raise ValueError(f"CoDETR: eval_module={eval_module!r}; expected one of {EVAL_MODULES}")
         eval_heads = dict(eval_heads or {})

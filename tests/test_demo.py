@@ -30,7 +30,8 @@ def _register_classes(root):
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     json_file = os.path.join(root, "classes.json")
     with open(json_file, "w") as f:
-        json.dump({"images": [], "annotations": [], "categories": [{"id": 3, "name": "red"}, {"id": 7, "name": "green"}]}, f)
+        categories = [{"id": 3, "name": "red"}, {"id": 7, "name": "green"}]
+        json.dump({"images": [], "annotations": [], "categories": categories}, f)
     register_coco_json(DATASET, json_file, os.path.join(root, "images"))
 
 

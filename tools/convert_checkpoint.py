@@ -55,7 +55,9 @@ def target_shapes(config_file: str, overrides: List[str]):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--source", help="checkpoint format (see --list-sources)")
     p.add_argument("input", nargs="?", help="source checkpoint (.pth)")
     p.add_argument("output", nargs="?", help="converted Detectron2 checkpoint to write (.pth)")

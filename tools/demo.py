@@ -148,7 +148,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         used_names.add(name)
         Image.fromarray(drawn).save(os.path.join(args.output, f"{name}.jpg"), quality=90)
 
-    categories = [{"id": contiguous_to_id.get(i, i), "name": n} for i, n in enumerate(getattr(meta, "thing_classes", []))]
+    names = getattr(meta, "thing_classes", [])
+    categories = [{"id": contiguous_to_id.get(i, i), "name": n} for i, n in enumerate(names)]
     with open(os.path.join(args.output, "coco_results.json"), "w") as f:
         json.dump(results, f)
     with open(os.path.join(args.output, "coco_images.json"), "w") as f:
@@ -157,7 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if skipped:
         print(f"{len(skipped)} non-image file(s) ignored (extensions other than {', '.join(IMAGE_EXTENSIONS)})")
     if failed:
-        print(f"{len(failed)} image(s) could not be read: " + ", ".join(f["file_name"] for f in failed), file=sys.stderr)
+        unread = ", ".join(f["file_name"] for f in failed)
+        print(f"{len(failed)} image(s) could not be read: {unread}", file=sys.stderr)
         return 1 if image_infos else 2
     return 0
 

@@ -108,7 +108,8 @@ def torchvision_resnet(name: str, prefix: str, t) -> Dict[str, torch.Tensor]:
         if k.startswith("fc.") or k.endswith("num_batches_tracked"):
             continue
         value = t(*v.shape)
-        sd[prefix + k] = 1 + value.abs() if k.endswith(("running_var", "bn1.weight", "bn2.weight", "bn3.weight")) else value
+        positive = k.endswith(("running_var", "bn1.weight", "bn2.weight", "bn3.weight"))
+        sd[prefix + k] = 1 + value.abs() if positive else value
     return sd
 
 
@@ -188,7 +189,9 @@ def detrex_dino(dims: Dims, values: str = "random", seed: int = 0) -> Dict[str, 
     return sd
 
 
-def dino_official(dims: Dims, values: str = "random", seed: int = 0, shared_heads: bool = True) -> Dict[str, torch.Tensor]:
+def dino_official(
+    dims: Dims, values: str = "random", seed: int = 0, shared_heads: bool = True
+) -> Dict[str, torch.Tensor]:
     """``models/dino/dino.py`` DINO (IDEA-Research/DINO, config DINO_4scale/5scale): Joiner
     (backbone.0.body = torchvision ResNet with FrozenBN), input_proj Sequential(conv, GN),
     DeformableTransformer (encoder/decoder layers with norm1..3, linear1/2), class heads with
@@ -245,7 +248,9 @@ def dino_official(dims: Dims, values: str = "random", seed: int = 0, shared_head
 
 
 
-def co_dino_official(dims: Dims, values: str = "random", seed: int = 0, mmdet3: bool = False) -> Dict[str, torch.Tensor]:
+def co_dino_official(
+    dims: Dims, values: str = "random", seed: int = 0, mmdet3: bool = False
+) -> Dict[str, torch.Tensor]:
     """Sense-X/Co-DETR ``CoDETR`` with ``co_dino_5scale_r50_1x_coco.py`` (mmdet 2.x; with
     ``mmdet3`` the MMDetection 3 port, whose label embedding lives in ``dn_generator``): mmdet
     ResNet (torchvision names + ``num_batches_tracked``), ChannelMapper of ConvModules (bias-free

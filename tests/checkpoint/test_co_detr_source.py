@@ -31,9 +31,10 @@ def test_drop_training_weights_gives_a_dino_5scale_checkpoint(source):
     result = convert(source, sd, drop_training_weights=True)
     assert "model.nms=soft_nms" in result.config_overrides and "model.denoising=null" in result.config_overrides
     convert(source, sd, drop_training_weights=True, target=meta_shapes(DINO5, result.config_overrides))
-    training = ("rpn_head.", "roi_head.", "bbox_head.", "query_head.downsample.", "query_head.transformer.aux_pos_trans",
-                "query_head.label_embedding", "query_head.dn_generator.")
-    assert {d.key for d in result.dropped} == {k for k in sd if k.startswith(training) or k.endswith("num_batches_tracked")}
+    training = ("rpn_head.", "roi_head.", "bbox_head.", "query_head.downsample.",
+                "query_head.transformer.aux_pos_trans", "query_head.label_embedding", "query_head.dn_generator.")
+    expected = {k for k in sd if k.startswith(training) or k.endswith("num_batches_tracked")}
+    assert {d.key for d in result.dropped} == expected
 
 
 def test_values_land_where_the_source_uses_them():
@@ -48,12 +49,16 @@ def test_values_land_where_the_source_uses_them():
     assert torch.equal(out["aux_heads.0.rpn.rpn_head.anchor_deltas.bias"], reg)
     assert torch.equal(out["detector.neck.convs.2.conv.bias"], torch.zeros(32))
     assert torch.equal(out["detector.neck.extra_convs.0.norm.weight"], sd["neck.extra_convs.0.gn.weight"])
-    assert torch.equal(out["detector.transformer.enc_bbox_embed.layers.2.weight"], sd["query_head.reg_branches.2.4.weight"])
-    assert torch.equal(out["detector.transformer.decoder.class_embed.1.bias"], sd["query_head.cls_branches.1.bias"])
-    assert torch.equal(out["detector.transformer.tgt_embed.weight"], sd["query_head.transformer.query_embed.weight"])
-    assert torch.equal(out["positive_queries.pos_trans_norm.1.weight"], sd["query_head.transformer.aux_pos_trans_norm.1.weight"])
-    assert torch.equal(out["aux_heads.1.cls_convs.1.bias"], sd["bbox_head.0.cls_convs.0.gn.bias"])
-    assert torch.equal(out["aux_heads.0.roi_heads.box_predictor.bbox_pred.weight"], sd["roi_head.0.bbox_head.fc_reg.weight"])
+    pairs = {
+        "detector.transformer.enc_bbox_embed.layers.2.weight": "query_head.reg_branches.2.4.weight",
+        "detector.transformer.decoder.class_embed.1.bias": "query_head.cls_branches.1.bias",
+        "detector.transformer.tgt_embed.weight": "query_head.transformer.query_embed.weight",
+        "positive_queries.pos_trans_norm.1.weight": "query_head.transformer.aux_pos_trans_norm.1.weight",
+        "aux_heads.1.cls_convs.1.bias": "bbox_head.0.cls_convs.0.gn.bias",
+        "aux_heads.0.roi_heads.box_predictor.bbox_pred.weight": "roi_head.0.bbox_head.fc_reg.weight",
+    }
+    for ours, theirs in pairs.items():
+        assert torch.equal(out[ours], sd[theirs]), ours
 
 
 def test_co_deformable_detr_checkpoint_is_refused_clearly():

@@ -6,10 +6,9 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 
-from codetr.checkpoint import convert
+from codetr.checkpoint import convert, verify_state_dict
 from codetr.layers import ms_deform_attn_reference
 from codetr.modeling.transformer.decoder import DINODecoderLayer
 from codetr.modeling.transformer.encoder import DeformableEncoderLayer
@@ -40,7 +39,8 @@ def test_exact_format_converts_to_config_keys_and_shapes(source, levels):
     dropped = {d.key for d in result.dropped}
     # nothing dropped except tied copies (and, for detrex, nothing else at all)
     assert all(d.reason.startswith("alias of ") for d in result.dropped)
-    assert dropped == {k for k in sd if k.startswith(("transformer.decoder.class_embed.", "transformer.decoder.bbox_embed."))}
+    tied = ("transformer.decoder.class_embed.", "transformer.decoder.bbox_embed.")
+    assert dropped == {k for k in sd if k.startswith(tied)}
 
 
 @pytest.mark.parametrize("source", sorted(GENERATORS))
@@ -49,10 +49,7 @@ def test_drop_training_weights_loads_into_model_without_denoising(source):
     result = convert(source, sd, drop_training_weights=True)
     assert "label_enc.weight" in {d.key for d in result.dropped}
     assert "model.denoising=null" in result.config_overrides
-    overrides = [o for o in result.config_overrides]
-    from codetr.checkpoint import verify_state_dict
-
-    verify_state_dict(result.state_dict, _meta_shapes(4, overrides))
+    verify_state_dict(result.state_dict, _meta_shapes(4, result.config_overrides))
 
 
 def test_dino_official_r50_5scale_random_loads_strictly_and_keeps_values():
@@ -69,7 +66,8 @@ def test_dino_official_r50_5scale_random_loads_strictly_and_keeps_values():
     assert torch.equal(msd["neck.convs.0.norm.bias"], sd["input_proj.0.1.bias"])
     assert torch.equal(msd["transformer.level_embeds"], sd["transformer.level_embed"])
     for i in range(6):  # the shared head is copied to every layer
-        assert torch.equal(msd[f"transformer.decoder.bbox_embed.{i}.layers.2.weight"], sd["bbox_embed.0.layers.2.weight"])
+        ours = msd[f"transformer.decoder.bbox_embed.{i}.layers.2.weight"]
+        assert torch.equal(ours, sd["bbox_embed.0.layers.2.weight"])
     assert model.position_embedding.temperature == 20 and model.position_embedding.offset == 0.0
 
 
@@ -127,7 +125,8 @@ def _source_decoder_layer(w, names, tgt, query_pos, ref, memory, shapes, lsi, di
         None, None, False, 0.0, w[sa + "out_proj.weight"], w[sa + "out_proj.bias"], training=False, need_weights=False,
     )[0].transpose(0, 1)
     tgt = _ln(tgt + attn, w, names["sa_norm"])
-    ca = _functional_msda(w, names["ca"], tgt + query_pos, ref, memory, shapes, lsi, dims.heads, dims.levels, dims.points)
+    ca = _functional_msda(w, names["ca"], tgt + query_pos, ref, memory, shapes, lsi, dims.heads, dims.levels,
+                          dims.points)
     tgt = _ln(tgt + ca, w, names["ca_norm"])
     return _ln(_ffn(w, names, tgt), w, names["ffn_norm"])
 
@@ -166,7 +165,8 @@ def test_converted_layers_compute_what_the_source_layers_compute(source):
     memory, pos = torch.randn(2, s, dims.d), torch.randn(2, s, dims.d)
     ref_pts = torch.rand(2, s, dims.levels, 2)
     tgt, query_pos = torch.randn(2, 7, dims.d), torch.randn(2, 7, dims.d)
-    ref_boxes = torch.cat([torch.rand(2, 7, dims.levels, 2) * 0.6 + 0.2, torch.rand(2, 7, dims.levels, 2) * 0.3 + 0.05], -1)
+    centres = torch.rand(2, 7, dims.levels, 2) * 0.6 + 0.2
+    ref_boxes = torch.cat([centres, torch.rand(2, 7, dims.levels, 2) * 0.3 + 0.05], -1)
 
     for i in range(dims.dec_layers):
         src_w = _sub(sd, f"{src_t}decoder.layers.{i}.")

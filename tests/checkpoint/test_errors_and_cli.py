@@ -38,7 +38,8 @@ class RecordingCheckpointer(DetectionCheckpointer):
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", os.path.join(REPO, "tools", "convert_checkpoint.py"))
+    path = os.path.join(REPO, "tools", "convert_checkpoint.py")
+    spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -124,7 +125,8 @@ def test_cli_detrex_r50_4scale_end_to_end(tmp_path, capsys):
     bad = checkpointer.incompatible
     assert not bad.missing_keys and not bad.unexpected_keys and not bad.incorrect_shapes
     msd = model.state_dict()
-    assert torch.equal(msd["transformer.decoder.layers.3.norm2.weight"], sd["transformer.decoder.layers.3.norms.1.weight"])
+    assert torch.equal(msd["transformer.decoder.layers.3.norm2.weight"],
+                       sd["transformer.decoder.layers.3.norms.1.weight"])
     assert torch.equal(msd["transformer.enc_class_embed.bias"], sd["class_embed.6.bias"])
     assert torch.equal(msd["transformer.decoder.bbox_embed.5.layers.1.weight"], sd["bbox_embed.5.layers.1.weight"])
     assert torch.equal(msd["denoising.label_embedding.weight"], sd["label_enc.weight"])

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES, _get_coco_instances_meta
-from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.modeling.proposal_generator.rpn import StandardRPNHead

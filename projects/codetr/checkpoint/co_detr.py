@@ -3,31 +3,30 @@ port (``mmdet-co-dino``), into ``configs/co_dino/co_dino_5scale_r50_12ep.py`` (o
 ``--drop-training-weights``, into ``configs/dino/dino_r50_5scale_12ep.py``: Co-DINO at inference
 is DINO with Soft-NMS).
 
-Key mapping (``D`` = ``detector.``, or nothing with ``--drop-training-weights``):
+Key mapping (``D`` = ``detector.``, or nothing with ``--drop-training-weights``; [t] = training only):
 
-==================================================================  ===============================================
-Co-DETR (``CoDETR`` + ``CoDINOHead`` + ``CoDinoTransformer``)       codetr (``CoDETR(detector=DINO, ...)``)
-==================================================================  ===============================================
-``backbone.{conv1,bn1,layerN...}`` (mmdet ResNet, style="pytorch")  ``D backbone.{stem,resN+1}`` (see ``resnet.py``)
-``neck.{convs,extra_convs}.k.conv.weight`` (ConvModule, no bias)    ``D neck.*.conv.weight``; ``conv.bias`` = 0
-``neck.{convs,extra_convs}.k.gn.*``                                 ``D neck.*.norm.*``
-``query_head.transformer.level_embeds``                             ``D transformer.level_embeds``
-``query_head.transformer.{encoder,decoder}.layers.*`` (mmcv names)  as detrex (``dino.map_mmcv_transformer_layers``)
-``query_head.transformer.decoder.ref_point_head.{0,2}``             ``D transformer.decoder.ref_point_head.layers.{0,1}``
-``query_head.transformer.decoder.norm``                             ``D transformer.decoder.norm``
-``query_head.transformer.{enc_output,enc_output_norm}``             ``D transformer.{enc_output,enc_output_norm}``
-``query_head.transformer.query_embed`` (content queries)            ``D transformer.tgt_embed``
-``query_head.cls_branches.i`` / ``reg_branches.i.{0,2,4}``, i < 6   ``D transformer.decoder.{class,bbox}_embed.i``
-``query_head.cls_branches.6`` / ``reg_branches.6`` (two-stage)      ``D transformer.enc_{class,bbox}_embed``
-``query_head.label_embedding`` (mmdet 3: ``dn_generator.label_...``) ``D denoising.label_embedding`` [training]
-``query_head.transformer.aux_pos_trans{,_norm}.k``                  ``positive_queries.pos_trans{,_norm}.k`` [training]
-``query_head.downsample.{0,1}`` (stride-128 level)                  ``downsample.{conv,norm}`` [training]
-``rpn_head.{rpn_conv,rpn_cls,rpn_reg}`` (ratio-major anchors)       ``aux_heads.0.rpn.rpn_head.{conv,objectness_logits,anchor_deltas}``
-                                                                    (size-major: channels permuted) [training]
-``roi_head.0.bbox_head.{shared_fcs.0,shared_fcs.1,fc_cls,fc_reg}``  ``aux_heads.0.roi_heads.{box_head.fc1,fc2,box_predictor.cls_score,bbox_pred}`` [training]
-``bbox_head.0.{cls,reg}_convs.0.{conv,gn}`` (ATSS)                  ``aux_heads.1.{cls,reg}_convs.{0,1}`` [training]
-``bbox_head.0.{atss_cls,atss_reg,atss_centerness,scales.k.scale}``  ``aux_heads.1.*`` (same names) [training]
-==================================================================  ===============================================
+- ``backbone.{conv1,bn1,layerN...}`` (mmdet ResNet, style="pytorch") -> ``D backbone.{stem,resN+1}``
+  (see ``resnet.py``)
+- ``neck.{convs,extra_convs}.k.conv.weight`` (mmcv ConvModule: no bias) / ``.gn.*`` ->
+  ``D neck.*.conv.weight`` (+ a zero ``conv.bias``) / ``D neck.*.norm.*``
+- ``query_head.transformer.level_embeds`` -> ``D transformer.level_embeds``
+- ``query_head.transformer.{encoder,decoder}.layers.*`` (mmcv names) -> as for detrex
+  (``dino.map_mmcv_transformer_layers``)
+- ``query_head.transformer.decoder.ref_point_head.{0,2}`` -> ``D transformer.decoder.ref_point_head.layers.{0,1}``
+- ``query_head.transformer.{decoder.norm,enc_output,enc_output_norm}`` -> ``D transformer.*``
+- ``query_head.transformer.query_embed`` (content queries) -> ``D transformer.tgt_embed``
+- ``query_head.cls_branches.i`` / ``reg_branches.i.{0,2,4}``, i < 6 -> ``D transformer.decoder.{class,bbox}_embed.i``;
+  i = 6 (two-stage head) -> ``D transformer.enc_{class,bbox}_embed``
+- ``query_head.label_embedding`` (mmdet 3: ``query_head.dn_generator.label_embedding``) ->
+  ``D denoising.label_embedding`` [t]
+- ``query_head.transformer.aux_pos_trans{,_norm}.k`` -> ``positive_queries.pos_trans{,_norm}.k`` [t]
+- ``query_head.downsample.{0,1}`` (stride-128 level) -> ``downsample.{conv,norm}`` [t]
+- ``rpn_head.{rpn_conv,rpn_cls,rpn_reg}`` (anchors ratio-major) ->
+  ``aux_heads.0.rpn.rpn_head.{conv,objectness_logits,anchor_deltas}`` (size-major: channels permuted) [t]
+- ``roi_head.0.bbox_head.{shared_fcs.0,shared_fcs.1,fc_cls,fc_reg}`` ->
+  ``aux_heads.0.roi_heads.{box_head.fc1,box_head.fc2,box_predictor.cls_score,box_predictor.bbox_pred}`` [t]
+- ``bbox_head.0.{cls,reg}_convs.0.{conv,gn}`` (ATSS) -> ``aux_heads.1.{cls,reg}_convs.{0,1}`` [t]
+- ``bbox_head.0.{atss_cls,atss_reg,atss_centerness,scales.k.scale}`` -> ``aux_heads.1.*`` (same names) [t]
 
 The class heads are already 80-way in the contiguous COCO order (mmdet's ``CocoDataset`` sorts
 category ids), as are the RoI head's 81 logits (background last in both) and its 80 x 4
@@ -45,7 +44,14 @@ from typing import Dict, List, Mapping, Tuple
 import torch
 from torch import Tensor
 
-from .core import DroppedKey, KeyMapper, ShapeMismatchError, SourceNotImplementedError, iter_layer_indices, register_source
+from .core import (
+    DroppedKey,
+    KeyMapper,
+    ShapeMismatchError,
+    SourceNotImplementedError,
+    iter_layer_indices,
+    register_source,
+)
 from .dino import WB, map_mmcv_transformer_layers
 from .resnet import map_resnet
 from .rpn import map_mmdet_rpn_head

@@ -306,7 +306,9 @@ def verify_state_dict(state_dict: Mapping[str, Tensor], target: ShapeMap, what: 
     ``{key: shape}`` mapping) with the same shapes."""
     missing = [k for k in target if k not in state_dict]
     if missing:
-        raise MissingKeyError(f"{what}: missing {len(missing)} key(s) of the target model: {_key_list(missing)}", missing)
+        raise MissingKeyError(
+            f"{what}: missing {len(missing)} key(s) of the target model: {_key_list(missing)}", missing
+        )
     unexpected = [k for k in state_dict if k not in target]
     if unexpected:
         raise UnknownKeyError(

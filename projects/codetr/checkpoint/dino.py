@@ -203,7 +203,8 @@ def convert_dino_official(
     m.rename_all(e + rf"linear(1|2)\.{WB}", enc + r"\1.ffn.linear\2.\3")
     m.rename_all(e + rf"norm(1|2)\.{WB}", enc + r"\1.norm\2.\3")
     d = r"transformer\.decoder\.layers\.(\d+)\."
-    m.rename_all(d + r"self_attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)", dec + r"\1.self_attn.\2")
+    m.rename_all(d + r"self_attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)",
+                 dec + r"\1.self_attn.\2")
     m.rename_all(d + r"cross_attn\." + MSDA, dec + r"\1.cross_attn.\2.\3")
     m.rename_all(d + rf"linear(1|2)\.{WB}", dec + r"\1.ffn.linear\2.\3")
     # DINO: norm2 follows self-attention, norm1 cross-attention; codetr numbers them in order.

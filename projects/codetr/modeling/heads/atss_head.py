@@ -32,6 +32,7 @@ from codetr.layers.nms import batched_nms
 from codetr.modeling.assigners import atss_assign
 from codetr.modeling.criterion import reduce_num_boxes
 from codetr.modeling.losses import giou_loss, sigmoid_focal_loss
+from codetr.modeling.positive_queries import AuxSamples
 
 __all__ = ["ATSSHead", "Scale", "centerness_targets"]
 
@@ -203,8 +204,6 @@ class ATSSHead(nn.Module):
     def samples(self, images: ImageList, feats, anchors: Tensor, gt_index, labels, targets):
         """The assignment as ``AuxSamples``: positives = anchors assigned to a ground truth;
         negatives = the other anchors whose centre lies inside the (unpadded) image."""
-        from codetr.modeling.positive_queries import AuxSamples
-
         centres = (anchors[:, :2] + anchors[:, 2:]) / 2
         flat = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], 1) if self.return_features else None
         out = {k: [] for k in ("pos_boxes", "pos_labels", "pos_targets", "neg_boxes", "pos_feats", "neg_feats")}

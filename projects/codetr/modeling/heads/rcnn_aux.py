@@ -27,6 +27,8 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils import events
 from torch import Tensor, nn
 
+from codetr.modeling.positive_queries import AuxSamples
+
 __all__ = ["RCNNAuxHead", "build_rcnn_aux_head", "event_storage"]
 
 
@@ -69,8 +71,6 @@ class RCNNAuxHead(nn.Module):
         return losses, self.samples(sampled, pooled.mean((2, 3)) if self.return_features else None)
 
     def samples(self, sampled: List[Instances], pooled: Optional[Tensor]):
-        from codetr.modeling.positive_queries import AuxSamples
-
         num_classes = self.roi_heads.num_classes
         out = {k: [] for k in ("pos_boxes", "pos_labels", "pos_targets", "neg_boxes", "pos_feats", "neg_feats")}
         feats = pooled.split([len(p) for p in sampled]) if pooled is not None else [None] * len(sampled)

@@ -307,3 +307,41 @@ def co_dino_official(
     for k in range(6):
         sd[f"{b}scales.{k}.scale"] = 1 + t(1)[0]
     return sd
+
+
+def tood(values: str = "random", seed: int = 0, official: bool = False, num_classes: int = 80,
+         stacked_convs: int = 6, feat: int = 256) -> Dict[str, torch.Tensor]:
+    """TOOD-R50-FPN 1x: mmdet ``TOODHead`` (``official=False``: mmdet 2.x / 3.x names) or
+    fcjian/TOOD's (``official=True``: ``la_conv1/2``, ``cls_prob_conv1/2``, ``reg_offset_conv1/2``);
+    mmdet ResNet-50 and FPN (start_level=1, add_extra_convs="on_output", 5 outputs)."""
+    t = _gen(values, seed)
+    sd = torchvision_resnet("resnet50", "backbone.", t)
+    for k in [k for k in sd if k.endswith("running_var")]:
+        sd[k[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+    for i, c in enumerate([512, 1024, 2048]):
+        sd[f"neck.lateral_convs.{i}.conv.weight"], sd[f"neck.lateral_convs.{i}.conv.bias"] = t(feat, c, 1, 1), t(feat)
+    for i in range(5):
+        sd[f"neck.fpn_convs.{i}.conv.weight"], sd[f"neck.fpn_convs.{i}.conv.bias"] = t(feat, feat, 3, 3), t(feat)
+    h = "bbox_head."
+    for i in range(stacked_convs):
+        sd[f"{h}inter_convs.{i}.conv.weight"] = t(feat, feat, 3, 3)
+        _norm(sd, f"{h}inter_convs.{i}.gn.", feat, t)
+    cat = feat * stacked_convs
+    for dec in ("cls_decomp", "reg_decomp"):
+        la = (f"{h}{dec}.la_conv1.", f"{h}{dec}.la_conv2.") if official else \
+            (f"{h}{dec}.layer_attention.0.", f"{h}{dec}.layer_attention.2.")
+        hidden = cat // (stacked_convs * 8)  # la_down_rate = 8 * stacked_convs
+        sd[la[0] + "weight"], sd[la[0] + "bias"] = t(hidden, cat, 1, 1), t(hidden)
+        sd[la[1] + "weight"], sd[la[1] + "bias"] = t(stacked_convs, hidden, 1, 1), t(stacked_convs)
+        sd[f"{h}{dec}.reduction_conv.conv.weight"] = t(feat, cat, 1, 1)
+        _norm(sd, f"{h}{dec}.reduction_conv.gn.", feat, t)
+    sd[h + "tood_cls.weight"], sd[h + "tood_cls.bias"] = t(num_classes, feat, 3, 3), t(num_classes)
+    sd[h + "tood_reg.weight"], sd[h + "tood_reg.bias"] = t(4, feat, 3, 3), t(4)
+    names = (("cls_prob_conv1", "cls_prob_conv2", "reg_offset_conv1", "reg_offset_conv2") if official else
+             ("cls_prob_module.0", "cls_prob_module.2", "reg_offset_module.0", "reg_offset_module.2"))
+    shapes = ((feat // 4, cat, 1), (1, feat // 4, 3), (feat // 4, cat, 1), (8, feat // 4, 3))
+    for name, (o, i, k) in zip(names, shapes):
+        sd[f"{h}{name}.weight"], sd[f"{h}{name}.bias"] = t(o, i, k, k), t(o)
+    for k in range(5):
+        sd[f"{h}scales.{k}.scale"] = 1 + t(1)[0]
+    return sd

@@ -1,5 +1,5 @@
 """Failure modes (unknown keys, shape mismatches, missing BN statistics, untied aliases, pickle
-refusal, pending sources) and tools/convert_checkpoint.py end to end."""
+refusal) and tools/convert_checkpoint.py end to end."""
 import argparse
 import importlib.util
 import os
@@ -14,7 +14,6 @@ from codetr.checkpoint import (
     MissingKeyError,
     PickleRefusedError,
     ShapeMismatchError,
-    SourceNotImplementedError,
     UnknownKeyError,
     convert,
     extract_state_dict,
@@ -85,12 +84,6 @@ def test_missing_bn_statistics_and_untied_aliases_are_errors():
         convert("dino-official", sd)
 
 
-@pytest.mark.parametrize("name", ["mmdet-tood", "tood-official"])
-def test_pending_sources_say_the_target_model_has_not_landed(name):
-    with pytest.raises(SourceNotImplementedError, match="not implemented yet: the target model"):
-        convert(name, {})
-
-
 def test_pickle_is_refused_unless_allowed(tmp_path):
     path = str(tmp_path / "dino_official.pth")
     torch.save({"model": {"x": torch.ones(2)}, "args": argparse.Namespace(lr=1e-4), "epoch": 11}, path)
@@ -142,7 +135,7 @@ def test_cli_errors_and_pickle_opt_in(tmp_path, capsys):
     assert "--allow-pickle" in capsys.readouterr().err and not os.path.exists(out)
     assert cli.main(["--source", "dino-official", src, out, "--allow-pickle", "--no-verify"]) == 0
     assert torch.load(out, weights_only=True)["model"]["transformer.enc_class_embed.weight"].shape == (80, 16)
-    assert cli.main(["--source", "mmdet-tood", src, out, "--allow-pickle"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert cli.main(["--source", "no-such-source", src, out, "--allow-pickle"]) == 2
+    assert "unknown checkpoint source 'no-such-source'" in capsys.readouterr().err
     assert cli.main(["--list-sources"]) == 0
     assert "detrex-dino" in capsys.readouterr().out

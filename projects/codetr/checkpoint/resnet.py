@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import re
 
-from .core import KeyMapper, MissingKeyError
+from typing import Dict, List, Mapping, Tuple
 
-__all__ = ["map_resnet", "BN_KEYS"]
+from torch import Tensor
+
+from .core import DroppedKey, KeyMapper, MissingKeyError, register_source
+
+__all__ = ["map_resnet", "BN_KEYS", "convert_torchvision_resnet"]
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
@@ -64,3 +68,17 @@ def map_resnet(m: KeyMapper, src_prefix: str, dst_prefix: str = "backbone.", dro
     if drop_fc:
         m.drop_matching(rf"{p}fc\.(weight|bias)", "ImageNet classifier, not part of a detection backbone")
     return len(blocks)
+
+
+@register_source(
+    "torchvision-resnet",
+    "torchvision ImageNet ResNet state dicts (resnet50-*.pth): backbone only, e.g. for train.init_checkpoint",
+)
+def convert_torchvision_resnet(
+    state_dict: Mapping[str, Tensor], drop_training_weights: bool = False
+) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
+    """torchvision ``resnetXX`` -> ``backbone.stem`` / ``backbone.resN`` of a Detectron2 ResNet
+    (``norm="FrozenBN"``, ``stride_in_1x1=False``); the ImageNet ``fc`` is dropped."""
+    m = KeyMapper(state_dict, "torchvision-resnet")
+    map_resnet(m, "", "backbone.", drop_fc=True)
+    return m.finish()

@@ -83,3 +83,15 @@ def test_demo_folder_with_a_corrupt_image(tmp_path, capsys):
         assert x + w <= img_w + 0.01 and y + h <= img_h + 0.01
     # the model keeps its top-k pairs per image (model.select_box_nums_for_evaluation = 20)
     assert sum(r["image_id"] == 1 for r in results) == 20
+
+
+def test_demo_reports_missing_inputs(tmp_path, capsys):
+    demo = _demo()
+    weights = tmp_path / "w.pth"
+    assert demo.main(["--config-file", CONFIG, "--weights", str(weights), "--input", str(tmp_path),
+                      "--output", str(tmp_path / "o")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    weights.write_bytes(b"")
+    assert demo.main(["--config-file", CONFIG, "--weights", str(weights), "--input", str(tmp_path / "nope"),
+                      "--output", str(tmp_path / "o")]) == 2
+    assert "neither a file nor a folder" in capsys.readouterr().err

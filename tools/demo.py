@@ -112,17 +112,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     from codetr.engine.visualize import require_visualizer
 
     Visualizer = require_visualizer()
+    if not os.path.isfile(args.weights):
+        print(f"error: --weights {args.weights!r} is not a file", file=sys.stderr)
+        return 2
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     cfg.train.init_checkpoint = args.weights
-    images, skipped = list_inputs(args.input)
+    try:
+        images, skipped = list_inputs(args.input)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not images:
         print(f"error: no image files in {args.input!r}", file=sys.stderr)
         return 2
-    os.makedirs(args.output, exist_ok=True)
     mapper = instantiate(cfg.dataloader.test.mapper)
     meta = dataset_metadata(cfg.dataloader.test.dataset.names)
     contiguous_to_id = {v: k for k, v in getattr(meta, "thing_dataset_id_to_contiguous_id", {}).items()}
-    model = build_model(cfg)
+    try:
+        model = build_model(cfg)
+    except RuntimeError as e:  # e.g. train.device=cuda without a GPU
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.output, exist_ok=True)
 
     results, image_infos, failed, used_names = [], [], [], set()
     bar = tqdm(images, desc="demo", unit="img", disable=len(images) == 1, file=sys.stderr)

@@ -19,8 +19,7 @@ SOURCES = {"co-detr": False, "mmdet-co-dino": True}
 def test_exact_format_converts_to_co_dino_config(source):
     sd = co_dino_official(Dims(levels=5), values="zeros", mmdet3=SOURCES[source])
     result = convert(source, sd)
-    assert result.config_overrides == [
-        "model.detector.position_embedding.temperature=20", "model.detector.position_embedding.offset=0.0"]
+    assert result.config_overrides == []  # the Co-DINO config has the official position embedding
     convert(source, sd, target=meta_shapes(CO_DINO, result.config_overrides))
     assert {d.key for d in result.dropped} == {k for k in sd if k.endswith("num_batches_tracked")}
 
@@ -67,3 +66,13 @@ def test_co_deformable_detr_checkpoint_is_refused_clearly():
     sd["query_head.transformer.pos_trans.weight"] = torch.zeros(32, 32)
     with pytest.raises(SourceNotImplementedError, match="Co-Deformable-DETR"):
         convert("co-detr", sd)
+
+
+def test_co_dino_config_has_the_official_position_embedding():
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(CO_DINO)
+    # official Co-DINO: SinePositionalEncoding(num_feats=128, temperature=20, normalize=True), offset 0
+    assert cfg.model.detector.position_embedding.temperature == 20
+    assert cfg.model.detector.position_embedding.offset == 0.0
+    assert cfg.model.detector.position_embedding.normalize

@@ -25,6 +25,9 @@ detector.neck.input_shapes = {
 detector.neck.in_features = ["res2", "res3", "res4", "res5"]
 detector.neck.num_outs = 5
 detector.transformer.num_feature_levels = 5
+# official Co-DINO: mmdet SinePositionalEncoding(num_feats=128, temperature=20, normalize=True), offset 0
+detector.position_embedding.temperature = 20
+detector.position_embedding.offset = 0.0
 detector.criterion.class_loss = "qfl"
 detector.nms = "soft_nms"
 detector.nms_iou_threshold = 0.8

@@ -73,7 +73,7 @@ def _config_for(state_dict: Mapping[str, Tensor]) -> str:
 
 def _overrides_for(state_dict: Mapping[str, Tensor]) -> Tuple[str, ...]:
     if _config_for(state_dict) == CO_DINO_CONFIG:
-        return tuple("model.detector." + o for o in POSITION)
+        return ()  # the Co-DINO config already has the official position embedding
     return tuple("model." + o for o in POSITION) + CO_DINO_AS_DINO
 
 

@@ -31,6 +31,7 @@ Boxes are absolute xyxy of the (resized, padded-batch) input image.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 ANCHOR_TYPES = ("anchor_free", "anchor_based")
+
+logger = logging.getLogger(__name__)
 
 
 def aligned_score_logits(cls_logits: Tensor, prob_logits: Tensor, eps: float = 1e-12) -> Tensor:
@@ -245,6 +248,7 @@ class TOODHead(nn.Module):
             sizes=[[anchor_scale * s] for s in self.strides], aspect_ratios=[[1.0]], strides=self.strides, offset=0.0
         )
         self.box2box_transform = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
+        self._last_assigner: Optional[str] = None  # logs the ATSS -> TAL switch once
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -362,7 +366,12 @@ class TOODHead(nn.Module):
         return torch.stack(gt_index), torch.stack(labels), torch.stack(targets), torch.stack(weights)
 
     def losses_and_samples(self, images, anchors_per_level, gt_instances, logits, boxes, iteration=None):
+        iteration = self.current_iteration() if iteration is None else iteration
         initial = self.use_initial_assigner(iteration)
+        assigner = "ATSS" if initial else "task-aligned (TAL)"
+        if assigner != self._last_assigner:
+            logger.info("TOODHead: %s assignment from iteration %d", assigner, iteration)
+            self._last_assigner = assigner
         device = logits.device
         with torch.autocast(device_type=device.type, enabled=False):
             logits, boxes = logits.float(), boxes.float()

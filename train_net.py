@@ -118,10 +118,7 @@ def do_eval_only(cfg, model):
     return results
 
 
-def do_train(args, cfg, model):
-    train_loader, num_images = build_train_loader(cfg.dataloader.train)
-    resolve_schedule(cfg.train, num_images, cfg.dataloader.train.total_batch_size)
-
+def do_train(args, cfg, model, train_loader):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     ema = build_ema(cfg, model)  # from the unwrapped model, before DDP
@@ -187,13 +184,20 @@ def main(args):
     if comm.get_world_size() > 1:
         logger.info("Distributed: world size %d, backend %s", comm.get_world_size(), torch.distributed.get_backend())
 
+    train_loader = None
+    if not args.eval_only:
+        # The schedule is resolved before the model is built, so that a model config can
+        # interpolate "${train.iters_per_epoch}" / "${train.max_iter}" (e.g. TOOD's ATSS epochs).
+        train_loader, num_images = build_train_loader(cfg.dataloader.train)
+        resolve_schedule(cfg.train, num_images, cfg.dataloader.train.total_batch_size)
+
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     logger.info("Model:\n%s", model)
 
     if args.eval_only:
         return do_eval_only(cfg, model)
-    do_train(args, cfg, model)
+    do_train(args, cfg, model, train_loader)
 
 
 def hide_cuda_for_cpu_workers(args) -> None:

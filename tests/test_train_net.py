@@ -230,3 +230,13 @@ def test_cpu_workers_do_not_see_cuda(monkeypatch, num_gpus, device, hidden):
     )
     train_net.hide_cuda_for_cpu_workers(args)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ("" if hidden else "untouched")
+
+
+def test_model_config_reads_iters_per_epoch_derived_from_the_dataset(tiny_coco, tmp_path):
+    """train_net resolves the schedule before building the model: TOOD's head reads
+    "${train.iters_per_epoch}" (6 images / batch 2 = 3) and switches ATSS -> TAL after 2/3 epoch."""
+    out = str(tmp_path / "tood")
+    log = run_train_net(TrainNetCase("tests/engine/configs/tood_r18_tiny.py"), tiny_coco, out, "train.max_iter=4",
+                        "train.eval_period=100")
+    assert "TOODHead: ATSS assignment from iteration 0" in log, log[-3000:]
+    assert "TOODHead: task-aligned (TAL) assignment from iteration 2" in log, log[-3000:]

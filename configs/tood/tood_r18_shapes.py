@@ -25,7 +25,6 @@ train.init_checkpoint = ""
 train.output_dir = "./output/tood_r18_shapes"
 train.device = "cpu"
 train.epochs = EPOCHS
-train.iters_per_epoch = 500  # shapes_train: 2000 images / batch 4
 train.eval_period = 100000  # evaluate once, after the last iteration
 train.checkpointer.period = 250
 lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], warmup_iters=100)

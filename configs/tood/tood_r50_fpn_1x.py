@@ -9,10 +9,9 @@ Data: mmdet's 1x pipeline (flip, resize to short side 800 / long side <= 1333), 
 boxes filtered (mmdet's CocoDataset default). Test: top 1000 per level, score > 0.05, class-wise
 NMS 0.6, 100 detections.
 
-``train.iters_per_epoch`` is given here because the model needs it when it is built (the
-ATSS -> TAL switch at ``initial_epochs * iters_per_epoch``) and train_net.py builds the model
-before it derives the schedule from the dataset: 117266 COCO train2017 images with boxes / 16 =
-7330. Change it with the batch size or dataset.
+The head's ATSS -> TAL switch (``initial_epochs * iters_per_epoch``) reads
+``train.iters_per_epoch``, which train_net.py derives from the training set and the total batch
+size before it builds the model (117266 COCO train2017 images with boxes / 16 = 7330).
 """
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet
@@ -67,7 +66,6 @@ model = L(TOOD)(
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
 train.output_dir = "./output/tood_r50_fpn_1x"
 train.epochs = 12
-train.iters_per_epoch = 7330
 
 optimizer.lr = 0.01
 optimizer.momentum = 0.9

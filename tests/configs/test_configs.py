@@ -72,6 +72,8 @@ def test_config_instantiates(path):
             assert key in cfg, f"{path} has no {key!r}"
     for key, value in SHRINK.items():
         _set_if_present(cfg, key, value)
+    if "train" in cfg and cfg.train.get("iters_per_epoch") is None:
+        cfg.train.iters_per_epoch = 10  # train_net.py derives it from the dataset before building the model
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     assert isinstance(model, torch.nn.Module)

@@ -44,6 +44,25 @@ void check_ms_deform_attn_args(
       "ms_deform_attn: kernels expect contiguous inputs");
 }
 
+Dims ms_deform_attn_dims(const at::Tensor& value, const at::Tensor& sampling_locations) {
+  return {value.size(0), value.size(1), value.size(2), value.size(3),
+          sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> zero_grads_for_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& value,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights,
+    const Dims& k) {
+  TORCH_CHECK(
+      grad_output.sizes() == at::IntArrayRef({k.N, k.Q, k.M * k.D}) && grad_output.scalar_type() == value.scalar_type(),
+      "ms_deform_attn_backward: grad_output must be ", value.scalar_type(), " (", k.N, ", ", k.Q, ", ", k.M * k.D,
+      "), got ", grad_output.scalar_type(), " ", grad_output.sizes());
+  return {at::zeros(value.sizes(), value.options().dtype(sampling_locations.scalar_type())),
+          at::zeros_like(sampling_locations), at::zeros_like(attention_weights)};
+}
+
 bool built_with_cuda() {
 #ifdef WITH_CUDA
   return true;

@@ -12,7 +12,21 @@
 
 #include <tuple>
 
+#include "dims.h"
+
 namespace codetr {
+
+// The sizes of a call, read from value (N, S, M, D) and sampling_locations (N, Q, M, L, P, 2).
+Dims ms_deform_attn_dims(const at::Tensor& value, const at::Tensor& sampling_locations);
+
+// Checks grad_output (N, Q, M * D) and returns zero-initialised (grad_value, grad_locations,
+// grad_weights); grad_value is in the accumulation dtype (float32 for half types).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> zero_grads_for_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& value,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights,
+    const Dims& k);
 
 at::Tensor ms_deform_attn_forward_cpu(
     const at::Tensor& value,

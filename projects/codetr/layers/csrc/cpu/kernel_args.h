@@ -2,11 +2,9 @@
 #pragma once
 #include <cstdint>
 
-namespace codetr {
+#include "../dims.h"
 
-struct Dims {
-  int64_t N, S, M, D, Q, L, P;  // batch, value positions, heads, channels/head, queries, levels, points
-};
+namespace codetr {
 
 template <typename scalar_t, typename acc_t>
 struct ForwardArgs {

@@ -31,11 +31,6 @@ bool use_avx2() {
 #endif
 }
 
-Dims get_dims(const at::Tensor& value, const at::Tensor& sampling_locations) {
-  return {value.size(0), value.size(1), value.size(2), value.size(3),
-          sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
-}
-
 template <typename scalar_t, typename acc_t>
 void run_forward(const ForwardArgs<scalar_t, acc_t>& args) {
   const Dims& k = args.dims;
@@ -69,7 +64,7 @@ at::Tensor ms_deform_attn_forward_cpu(
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
   check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  const Dims k = get_dims(value, sampling_locations);
+  const Dims k = ms_deform_attn_dims(value, sampling_locations);
   auto out = at::zeros({k.N, k.Q, k.M * k.D}, value.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
@@ -89,15 +84,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
   check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  const Dims k = get_dims(value, sampling_locations);
-  TORCH_CHECK(
-      grad_output.sizes() == at::IntArrayRef({k.N, k.Q, k.M * k.D}) && grad_output.scalar_type() == value.scalar_type(),
-      "ms_deform_attn_backward: grad_output must be ", value.scalar_type(), " (", k.N, ", ", k.Q, ", ", k.M * k.D,
-      "), got ", grad_output.scalar_type(), " ", grad_output.sizes());
-  const auto acc_type = sampling_locations.scalar_type();
-  auto grad_value = at::zeros(value.sizes(), value.options().dtype(acc_type));
-  auto grad_loc = at::zeros_like(sampling_locations);
-  auto grad_attn = at::zeros_like(attention_weights);
+  const Dims k = ms_deform_attn_dims(value, sampling_locations);
+  at::Tensor grad_value, grad_loc, grad_attn;
+  std::tie(grad_value, grad_loc, grad_attn) =
+      zero_grads_for_backward(grad_output, value, sampling_locations, attention_weights, k);
   if (grad_loc.numel() != 0 && value.numel() != 0) {
     const auto go = grad_output.contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {

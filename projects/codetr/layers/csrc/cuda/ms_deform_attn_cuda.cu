@@ -24,10 +24,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-struct Dims {
-  int64_t N, S, M, D, Q, L, P;
-};
-
 int group_width(int64_t D) {
   int g = 1;
   while (g < D && g < 32) g *= 2;
@@ -131,11 +127,6 @@ __global__ void backward_kernel(
   }
 }
 
-Dims get_dims(const at::Tensor& value, const at::Tensor& sampling_locations) {
-  return {value.size(0), value.size(1), value.size(2), value.size(3),
-          sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
-}
-
 int64_t num_blocks(int64_t threads) { return (threads + kThreads - 1) / kThreads; }
 
 void check_cuda(const at::Tensor& t, const char* name) {
@@ -157,7 +148,7 @@ at::Tensor ms_deform_attn_forward_cuda(
   check_cuda(sampling_locations, "sampling_locations");
   check_cuda(attention_weights, "attention_weights");
   const c10::cuda::CUDAGuard guard(value.device());
-  const Dims k = get_dims(value, sampling_locations);
+  const Dims k = ms_deform_attn_dims(value, sampling_locations);
   auto out = at::zeros({k.N, k.Q, k.M * k.D}, value.options());
   if (out.numel() == 0) return out;
   const int G = group_width(k.D);
@@ -184,15 +175,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
   check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   check_cuda(grad_output, "grad_output");
   const c10::cuda::CUDAGuard guard(value.device());
-  const Dims k = get_dims(value, sampling_locations);
-  TORCH_CHECK(
-      grad_output.sizes() == at::IntArrayRef({k.N, k.Q, k.M * k.D}) && grad_output.scalar_type() == value.scalar_type(),
-      "ms_deform_attn_backward: grad_output must be ", value.scalar_type(), " (", k.N, ", ", k.Q, ", ", k.M * k.D,
-      "), got ", grad_output.scalar_type(), " ", grad_output.sizes());
-  const auto acc_type = sampling_locations.scalar_type();
-  auto grad_value = at::zeros(value.sizes(), value.options().dtype(acc_type));
-  auto grad_loc = at::zeros_like(sampling_locations);
-  auto grad_attn = at::zeros_like(attention_weights);
+  const Dims k = ms_deform_attn_dims(value, sampling_locations);
+  at::Tensor grad_value, grad_loc, grad_attn;
+  std::tie(grad_value, grad_loc, grad_attn) =
+      zero_grads_for_backward(grad_output, value, sampling_locations, attention_weights, k);
   const int64_t groups = k.N * k.Q * k.M;
   if (groups > 0 && value.numel() != 0) {
     const auto go = grad_output.contiguous();

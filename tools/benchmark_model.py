@@ -128,14 +128,27 @@ def timed(step, iters: int, warmup: int, device: torch.device):
     return times, mem.increase
 
 
+def model_num_classes(model_cfg) -> int:
+    """``model.num_classes`` (DETR family, Co-DETR) or ``model.head.num_classes`` (dense detectors)."""
+    for node in (model_cfg, model_cfg.get("head") or {}):
+        value = node.get("num_classes")
+        if isinstance(value, int):
+            return value
+    raise ValueError("benchmark_model: found no integer model.num_classes or model.head.num_classes in the config")
+
+
 def benchmark(cfg, args, reference_op: Optional[bool]) -> Dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
+    if "train" in cfg and cfg.train.get("iters_per_epoch", 0) is None:
+        # no dataset here: give schedule-dependent model parts (TOOD's ATSS epochs) a defined
+        # value; outside a trainer the iteration is 0, so such a model runs its first phase
+        cfg.train.iters_per_epoch = 1
     model = instantiate(cfg.model).to(device)
     found = set_reference_op(model, reference_op) if reference_op is not None else 0
     if reference_op and found == 0:
         print("warning: --reference-op: the model has no codetr.layers.MSDeformAttn module", file=sys.stderr)
-    num_classes = int(cfg.model.get("num_classes", 80) or 80)
+    num_classes = model_num_classes(cfg.model)
     gen = torch.Generator().manual_seed(0)
     train_batch = synthetic_batch(args.batch_size, args.image_size, num_classes, gen, train=True)
     infer_batch = synthetic_batch(args.infer_batch_size, args.image_size, num_classes, gen, train=False)

@@ -28,7 +28,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
-from codetr.layers.nms import batched_nms
+from codetr.modeling.heads.postprocess import dense_detections
 from codetr.modeling.assigners import atss_assign
 from codetr.modeling.criterion import reduce_num_boxes
 from codetr.modeling.losses import giou_loss, sigmoid_focal_loss
@@ -229,25 +229,15 @@ class ATSSHead(nn.Module):
         counts = [a.shape[0] for a in anchors_per_level]
         results = []
         for b, image_size in enumerate(images.image_sizes):
-            boxes_all, scores_all, classes_all = [], [], []
-            for anchors, lg, dl, ct in zip(
-                anchors_per_level, logits[b].split(counts), deltas[b].split(counts), ctr[b].split(counts)
-            ):
-                scores = (lg.sigmoid() * ct.sigmoid()[:, None]).flatten()
-                keep = scores > self.test_score_thresh
-                scores, idx = scores[keep], keep.nonzero()[:, 0]
-                num = min(self.test_topk_candidates, scores.numel())
-                scores, order = scores.topk(num)
-                idx = idx[order]
-                anchor_idx, classes = idx // self.num_classes, idx % self.num_classes
-                boxes_all.append(self.box2box_transform.apply_deltas(dl[anchor_idx].float(), anchors[anchor_idx]))
-                scores_all.append(scores)
-                classes_all.append(classes)
-            boxes = Boxes(torch.cat(boxes_all))
-            boxes.clip(image_size)
-            scores, classes = torch.cat(scores_all), torch.cat(classes_all)
-            keep = batched_nms(boxes.tensor, scores, classes, self.test_nms_thresh)[: self.test_detections_per_image]
-            r = Instances(image_size)
-            r.pred_boxes, r.scores, r.pred_classes = boxes[keep], scores[keep], classes[keep]
-            results.append(r)
+            levels = [
+                (lg.sigmoid() * ct.sigmoid()[:, None],
+                 lambda i, dl=dl, anchors=anchors: self.box2box_transform.apply_deltas(dl[i].float(), anchors[i]))
+                for anchors, lg, dl, ct in zip(
+                    anchors_per_level, logits[b].split(counts), deltas[b].split(counts), ctr[b].split(counts)
+                )
+            ]
+            results.append(dense_detections(
+                image_size, levels, self.test_score_thresh, self.test_topk_candidates, self.test_nms_thresh,
+                self.test_detections_per_image,
+            ))
         return results

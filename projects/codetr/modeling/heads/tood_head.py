@@ -44,7 +44,7 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
-from codetr.layers.nms import batched_nms
+from codetr.modeling.heads.postprocess import dense_detections
 from codetr.modeling.assigners import atss_assign, tal_assign
 from codetr.modeling.criterion import reduce_num_boxes
 from codetr.modeling.heads.atss_head import Scale, centerness_targets
@@ -421,21 +421,11 @@ class TOODHead(nn.Module):
         counts = [a.shape[0] for a in anchors_per_level]
         results = []
         for b, image_size in enumerate(images.image_sizes):
-            boxes_all, scores_all, classes_all = [], [], []
-            for lg, bx in zip(logits[b].split(counts), boxes[b].split(counts)):
-                scores = lg.sigmoid().flatten()
-                keep = scores > self.test_score_thresh
-                scores, idx = scores[keep], keep.nonzero()[:, 0]
-                scores, order = scores.topk(min(self.test_topk_candidates, scores.numel()))
-                idx = idx[order]
-                boxes_all.append(bx[idx // self.num_classes])
-                scores_all.append(scores)
-                classes_all.append(idx % self.num_classes)
-            pred = Boxes(torch.cat(boxes_all))
-            pred.clip(image_size)
-            scores, classes = torch.cat(scores_all), torch.cat(classes_all)
-            keep = batched_nms(pred.tensor, scores, classes, self.test_nms_thresh)[: self.test_detections_per_image]
-            r = Instances(image_size)
-            r.pred_boxes, r.scores, r.pred_classes = pred[keep], scores[keep], classes[keep]
-            results.append(r)
+            levels = [
+                (lg.sigmoid(), lambda i, bx=bx: bx[i]) for lg, bx in zip(logits[b].split(counts), boxes[b].split(counts))
+            ]
+            results.append(dense_detections(
+                image_size, levels, self.test_score_thresh, self.test_topk_candidates, self.test_nms_thresh,
+                self.test_detections_per_image,
+            ))
         return results

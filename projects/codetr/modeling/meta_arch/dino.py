@@ -20,6 +20,8 @@ from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.denoising import DenoisingGenerator, FixedTargetQueries
 from codetr.modeling.transformer import DINOTransformer
 
+from .preprocess import normalize_and_pad
+
 __all__ = ["DINO", "split_outputs"]
 
 
@@ -149,13 +151,9 @@ class DINO(nn.Module):
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalise and pad the images; returns an ImageList with an extra ``mask`` attribute:
         (N, H, W) bool, True at padded pixels."""
-        images = []
-        for x in batched_inputs:
-            img = x["image"].to(self.device)
-            if self.input_format == "BGR":
-                img = img.flip(0)
-            images.append((img.float() - self.pixel_mean) / self.pixel_std)
-        image_list = ImageList.from_tensors(images, self.size_divisibility)
+        image_list = normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility
+        )
         n, _, pad_h, pad_w = image_list.tensor.shape
         mask = torch.ones(n, pad_h, pad_w, dtype=torch.bool, device=self.device)
         for i, (h, w) in enumerate(image_list.image_sizes):

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 from codetr.modeling.heads.tood_head import TOODHead
 
+from .preprocess import normalize_and_pad
+
 __all__ = ["TOOD", "LastLevelP6P7"]
 
 
@@ -84,13 +86,9 @@ class TOOD(nn.Module):
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        images = []
-        for x in batched_inputs:
-            img = x["image"].to(self.device)
-            if self.input_format == "BGR":
-                img = img.flip(0)
-            images.append((img.float() - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.size_divisibility)
+        return normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility
+        )
 
     def forward(self, batched_inputs: List[Dict]):
         images = self.preprocess_image(batched_inputs)

@@ -4,8 +4,9 @@ Parameterised by config: every entry of ``CASES`` is trained for a few iteration
 evaluated with --eval-only, trained under bf16 / fp16 autocast and with 2 gloo processes. The
 cases train on a 6-image 64x64 COCO-format dataset that this module writes to a temporary directory
 (registered as tiny_train / tiny_val by tests/engine/configs/tiny_data.py): a deliberately tiny
-Detectron2 RetinaNet (tests/engine/configs/tiny_retinanet.py), and DINO-R18 of
-configs/dino/dino_r18_shapes.py pointed at the tiny data (tests/engine/configs/dino_r18_tiny.py).
+Detectron2 RetinaNet (tests/engine/configs/tiny_retinanet.py), DINO-R18 of
+configs/dino/dino_r18_shapes.py pointed at the tiny data (tests/engine/configs/dino_r18_tiny.py)
+and Co-DINO-R18 of configs/co_dino/co_dino_r18_shapes.py (tests/engine/configs/co_dino_r18_tiny.py).
 To add a detector, write such a wrapper config (import the real config, switch the dataset names
 to TINY_TRAIN / TINY_VAL, shrink image sizes / queries) and append a ``TrainNetCase``; extra
 command-line overrides go in ``overrides``. Keep one iteration around a second on a CPU.
@@ -38,6 +39,7 @@ class TrainNetCase:
 CASES = [
     pytest.param(TrainNetCase("tests/engine/configs/tiny_retinanet.py"), id="tiny_retinanet"),
     pytest.param(TrainNetCase("tests/engine/configs/dino_r18_tiny.py"), id="dino_r18_tiny"),
+    pytest.param(TrainNetCase("tests/engine/configs/co_dino_r18_tiny.py"), id="co_dino_r18_tiny"),
 ]
 
 HAVE_CV2 = importlib.util.find_spec("cv2") is not None  # Detectron2's Visualizer needs OpenCV

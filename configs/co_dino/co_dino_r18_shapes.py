@@ -4,10 +4,17 @@ directly.
 
 Co-DETR parts: quality focal loss and class-wise Soft-NMS (IoU 0.8) as Co-DINO; the auxiliary
 pyramid p3..p7 from the 4-scale encoder (strides 8..64) + one stride-128 level; Faster R-CNN
-(2 FC of 256 instead of 1024, for the CPU) and ATSS auxiliary heads (losses x 2 * 3 decoder
+and ATSS auxiliary heads (losses x 2 * 3 decoder
 layers = 6, lambda_2 * number of decoder layers as the official code); customized positive
 queries (9..300 per image and head, lambda_1 = 1). For an ablation of the collaborative branch
 alone use ``model.detector.criterion.class_loss=focal model.detector.nms=None``.
+
+CPU sizing of the Faster R-CNN head (the official values, kept in ``co_dino_5scale_r50_12ep.py``,
+are for ~15x larger images): 2 FC of 256 instead of 1024; RPN top 1000 per level before NMS
+instead of 4000 and 300 proposals per image instead of 1000; 128 RoIs sampled per image instead
+of 512 (still 25% positive). With the official numbers torchvision's single-threaded CPU
+``roi_align`` backward and the RPN's NMS took ~1 s of a ~2.1 s iteration (profiled with
+``torch.profiler`` at 256 px, batch 4); see ``benchmarks/shapes_models_cost.md``.
 """
 from detectron2.config import LazyCall as L
 
@@ -41,6 +48,9 @@ model = L(CoDETR)(
             in_channels=HIDDEN,
             num_roi_levels=4,
             fc_dim=256,
+            pre_nms_topk=(1000, 1000),
+            post_nms_topk=(300, 300),
+            roi_batch_size_per_image=128,
             loss_scale=LAMBDA_2 * NUM_DECODER_LAYERS,
         ),
         L(ATSSHead)(

@@ -66,6 +66,10 @@ class DETRCriterion(nn.Module):
         with_dn: emit ``_dn`` keys (zeros) even when a batch has no denoising queries, so that the
             loss dict has the same keys on every iteration and worker (detectron2's metric
             gathering needs that).
+        binary_enc_loss: the encoder proposals (``enc_outputs``) are matched and classified with
+            every ground-truth label set to 0 (foreground = class 0), as Deformable-DETR's
+            two-stage loss (mmdet ``DeformableDETRHead.loss``, Co-Deformable-DETR); False (DINO,
+            Co-DINO): with the true labels.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class DETRCriterion(nn.Module):
         focal_gamma: float = 2.0,
         qfl_beta: float = 2.0,
         with_dn: bool = False,
+        binary_enc_loss: bool = False,
     ):
         super().__init__()
         if class_loss not in ("focal", "qfl"):
@@ -92,6 +97,7 @@ class DETRCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.qfl_beta = qfl_beta
         self.with_dn = with_dn
+        self.binary_enc_loss = binary_enc_loss
 
     # ------------------------------------------------------------------ entry point
     def forward(
@@ -109,7 +115,10 @@ class DETRCriterion(nn.Module):
         num_boxes = reduce_num_boxes(sum(t["labels"].numel() for t in targets), device)
         losses = self.matched_losses(outputs, targets, num_boxes)
         if "enc_outputs" in outputs:
-            losses.update(self.matched_losses(outputs["enc_outputs"], targets, num_boxes, suffix="_enc"))
+            enc_targets = targets
+            if self.binary_enc_loss:
+                enc_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
+            losses.update(self.matched_losses(outputs["enc_outputs"], enc_targets, num_boxes, suffix="_enc"))
         if dn is not None:
             if "dn_outputs" not in outputs:
                 raise KeyError("DETRCriterion: denoising queries given but outputs has no 'dn_outputs'")

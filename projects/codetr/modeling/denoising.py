@@ -57,6 +57,10 @@ class FixedTargetQueries:
             Valid non-positive slots are negatives: classification loss only (target: no object).
         num_groups: number of groups (the criterion's normaliser multiplies by it, as DINO does).
         group_size: slots per group.
+        query_pos: optional (B, N, D) query positions, for a decoder that takes given positions
+            (``DINODecoder(query_pos="given")``, Co-Deformable-DETR's positive queries): used
+            unchanged at every layer. None (DN / CDN, Co-DINO): the decoder derives the
+            positions from the reference boxes (``ref_point_head``).
     """
 
     content: Tensor
@@ -67,6 +71,7 @@ class FixedTargetQueries:
     positive: Tensor
     num_groups: int
     group_size: int
+    query_pos: Optional[Tensor] = None
 
     @property
     def num_queries(self) -> int:

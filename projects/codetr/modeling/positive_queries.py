@@ -12,12 +12,28 @@ queries whose targets are known, a ``FixedTargetQueries`` that goes through the 
 - reference box = the sample's box (anchor / proposal) as normalised cxcywh of the image
   (``sigmoid(inverse_sigmoid(.))``: clamped into (0, 1) as DINO's references);
 - box target = the assigned ground-truth box, normalised cxcywh (zeros for non-positives);
-- content query = ``LayerNorm_k(Linear_k(sine(reference)))`` (Co-DINO's ``aux_pos_trans``), plus
-  ``LayerNorm(Linear(feature))`` of the sample's gathered feature when ``feat_dim`` is set
-  (Co-Deformable-DETR's ``with_coord_feat``).
+- queries, ``style="co_dino"``: content = ``LayerNorm_k(Linear_k(sine(reference)))`` (2D -> D,
+  Co-DINO's ``aux_pos_trans``); no query position, the decoder derives it from the reference box
+  at every layer (``ref_point_head``);
+- queries, ``style="co_deformable"``: ``LayerNorm_k(Linear_k(sine(reference)))`` (2D -> 2D) split
+  into ``(query_pos, content)``, the first and the second D channels (Co-Deformable-DETR's
+  ``forward_aux``); the query position is used unchanged by every decoder layer
+  (``DINODecoder(query_pos="given")``) and gets the head's ``head_pos_embed`` added (below);
+- in both styles ``LayerNorm_k(Linear_k(feature))`` of the sample's gathered feature is added to
+  the content when ``feat_dim`` is set (Co-Deformable-DETR's ``with_coord_feat``).
+
+``head_pos_embed="scalar"`` reproduces a bug the Co-DETR authors keep for their ResNet-50
+results: ``nn.Embedding(num_co_heads, 1, 1, embed_dims)``, i.e. ``num_embeddings=K``,
+``embedding_dim=1``, ``padding_idx=1``, ``max_norm=256``, meant as ``nn.Embedding(K, D)``. Its
+``weight[k]`` (shape (1,)) is added to head k's query positions, broadcast over the D channels: one
+learnable scalar per head. As the official code indexes ``weight`` directly (no ``forward`` call)
+and its ``init_weights`` re-initialises every >= 2-d transformer parameter with Xavier, neither
+``padding_idx`` nor ``max_norm`` has any effect there: row 1 starts non-zero and is trained like
+row 0. We do the same (Xavier-uniform init of the (K, 1) weight, direct indexing).
+``head_pos_embed="vector"`` is the intended ``nn.Embedding(K, D)``; ``"none"`` adds nothing.
 
 Official reference: ``get_aux_targets`` / ``forward_aux`` of Co-DETR's ``CoDeformDETRHead`` and
-``CoDinoTransformer``.
+``CoDeformableDetrTransformer`` / ``CoDinoTransformer``.
 """
 from __future__ import annotations
 
@@ -109,6 +125,10 @@ def select_positive_queries(
     return out
 
 
+STYLES = ("co_dino", "co_deformable")
+HEAD_POS_EMBEDS = ("none", "scalar", "vector")
+
+
 class PositiveQueries(nn.Module):
     """Per auxiliary head k, builds its group of positive queries (``FixedTargetQueries``).
 
@@ -122,6 +142,11 @@ class PositiveQueries(nn.Module):
         feat_dim: None (Co-DINO), or the width of the samples' features, which are then added
             to the content queries through ``LayerNorm(Linear(feat_dim -> D))`` per head
             (Co-Deformable-DETR).
+        style: "co_dino" (``pos_trans.k`` Linear 2D -> D + LayerNorm(D): content only) or
+            "co_deformable" (``pos_trans.k`` Linear 2D -> 2D + LayerNorm(2D): query position and
+            content; the queries carry ``query_pos``). See the module docstring.
+        head_pos_embed: "co_deformable" only: "scalar" (the official kept bug, a (K, 1)
+            ``head_pos_embed.weight``), "vector" (the intended (K, D) embedding) or "none".
     """
 
     def __init__(
@@ -132,24 +157,46 @@ class PositiveQueries(nn.Module):
         max_queries: int = 300,
         min_queries: int = 9,
         feat_dim: Optional[int] = None,
+        style: str = "co_dino",
+        head_pos_embed: str = "none",
     ):
         super().__init__()
         if not 1 <= min_queries <= max_queries:
             raise ValueError(f"PositiveQueries: need 1 <= min_queries <= max_queries, got {min_queries}, {max_queries}")
+        if style not in STYLES:
+            raise ValueError(f"PositiveQueries: style={style!r}; expected one of {STYLES}")
+        if head_pos_embed not in HEAD_POS_EMBEDS:
+            raise ValueError(f"PositiveQueries: head_pos_embed={head_pos_embed!r}; expected one of {HEAD_POS_EMBEDS}")
+        if style == "co_dino" and head_pos_embed != "none":
+            raise ValueError("PositiveQueries: head_pos_embed is part of the co_deformable style (Co-DINO has none)")
         self.num_heads = num_heads
         self.embed_dim = embed_dim
         self.num_classes = num_classes
         self.max_queries = max_queries
         self.min_queries = min_queries
         self.feat_dim = feat_dim
-        self.pos_trans = nn.ModuleList(nn.Linear(2 * embed_dim, embed_dim) for _ in range(num_heads))
-        self.pos_trans_norm = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(num_heads))
+        self.style = style
+        width = embed_dim if style == "co_dino" else 2 * embed_dim
+        self.pos_trans = nn.ModuleList(nn.Linear(2 * embed_dim, width) for _ in range(num_heads))
+        self.pos_trans_norm = nn.ModuleList(nn.LayerNorm(width) for _ in range(num_heads))
         if feat_dim is not None:
             self.feat_trans = nn.ModuleList(nn.Linear(feat_dim, embed_dim) for _ in range(num_heads))
             self.feat_trans_norm = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(num_heads))
-        for lin in self.pos_trans:
-            nn.init.xavier_uniform_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        self.head_pos_embed = None
+        if head_pos_embed == "scalar":
+            # the official nn.Embedding(num_co_heads, 1, 1, embed_dims) (see the module docstring)
+            padding_idx = 1 if num_heads >= 2 else None  # the official construction needs K >= 2
+            self.head_pos_embed = nn.Embedding(num_heads, 1, padding_idx=padding_idx, max_norm=embed_dim)
+        elif head_pos_embed == "vector":
+            self.head_pos_embed = nn.Embedding(num_heads, embed_dim)
+        if style == "co_dino":
+            for lin in self.pos_trans:
+                nn.init.xavier_uniform_(lin.weight)
+                nn.init.zeros_(lin.bias)
+        else:  # the official CoDeformableDetrTransformer.init_weights: Xavier for every >= 2-d parameter
+            for p in self.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
 
     def forward(
         self,
@@ -158,7 +205,9 @@ class PositiveQueries(nn.Module):
         image_sizes: Sequence[Tuple[int, int]],
         generator: Optional[torch.Generator] = None,
     ) -> FixedTargetQueries:
-        """The positive-query group of head ``head_index`` (one group, ``n`` slots per image)."""
+        """The positive-query group of head ``head_index`` (one group, ``n`` slots per image):
+        content (B, n, D) and, in the co_deformable style, query_pos (B, n, D); both zero at
+        padded slots."""
         sel = select_positive_queries(
             samples, image_sizes, self.num_classes, self.max_queries, self.min_queries, generator
         )
@@ -166,6 +215,12 @@ class PositiveQueries(nn.Module):
         dtype = self.pos_trans[k].weight.dtype
         embed = get_sine_pos_embed(sel["ref_boxes"], self.embed_dim // 2, exchange_xy=False).to(dtype)
         content = self.pos_trans_norm[k](self.pos_trans[k](embed))
+        query_pos = None
+        if self.style == "co_deformable":
+            query_pos, content = content[..., : self.embed_dim], content[..., self.embed_dim :]
+            if self.head_pos_embed is not None:
+                query_pos = query_pos + self.head_pos_embed.weight[k]  # (1,) or (D,): broadcast
+            query_pos = query_pos * sel["valid"][..., None].to(query_pos.dtype)
         if self.feat_dim is not None:
             if "feats" not in sel:
                 raise ValueError(
@@ -183,4 +238,5 @@ class PositiveQueries(nn.Module):
             positive=sel["positive"],
             num_groups=1,
             group_size=sel["labels"].shape[1],
+            query_pos=query_pos,
         )

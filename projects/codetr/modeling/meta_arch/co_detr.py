@@ -10,7 +10,8 @@ A composition around a DINO detector; DINO itself is unaware of it. During train
 3. each auxiliary head k (Faster R-CNN, ATSS, ...) on that pyramid: its losses (already scaled
    by ``lambda_2 * num_decoder_layers``; keys ``<name>_head{k}``) and its assignment
    (``AssignedSamples``);
-4. per head, its customized positive queries (``PositiveQueries`` -> ``FixedTargetQueries``)
+4. per head, its customized positive queries (``PositiveQueries`` -> ``FixedTargetQueries``;
+   Co-DINO style: contents, Co-Deformable-DETR style: contents and fixed query positions)
    through the shared decoder alone (``DINO.decode(enc, fixed)``), with the criterion's
    fixed-target loss on every decoder layer (keys ``loss_*_aux{k}``, ``loss_*_aux{k}_{i}``),
    normalised by the all-reduced number of positive queries and weighted by ``lambda_1``.
@@ -57,13 +58,16 @@ class CoDETR(nn.Module):
     """Co-DETR around a DINO detector.
 
     Args:
-        detector: the ``DINO`` detector (Co-DINO: QFL criterion, 5 scales, Soft-NMS).
+        detector: the ``DINO`` detector (Co-DINO: QFL criterion, 5 scales, Soft-NMS;
+            Co-Deformable-DETR: the transformer's Deformable-DETR++ options, no denoising).
         aux_heads: K auxiliary heads (K = 0, 1, 2, ...). Protocol: ``head(images, pyramid,
             gt_instances)`` returns ``(losses dict, AssignedSamples)`` in training and N
             ``Instances`` (resized-image coordinates) in eval mode; ``pyramid`` is a dict
             ``{"p2": (N, C, H, W), ...}``, boxes absolute xyxy of the resized image.
         positive_queries: ``PositiveQueries`` with one projection per head, or None to train
-            without customized positive queries (the heads then train the encoder only).
+            without customized positive queries (the heads then train the encoder only). Its
+            style must fit the decoder: "co_dino" with ``query_pos="ref_point_head"``,
+            "co_deformable" with ``query_pos="given"``.
         aux_query_weight: lambda_1, weight of the positive-query losses (1).
         eval_module: "detr" (the DINO detector), "one-stage" (the ATSS head) or "two-stage"
             (the Faster R-CNN head); see ``eval_heads``.
@@ -109,6 +113,14 @@ class CoDETR(nn.Module):
                 f"CoDETR: positive_queries has {positive_queries.num_heads} head projections for {len(aux_heads)} "
                 "aux heads; set positive_queries.num_heads to the number of aux heads"
             )
+        if positive_queries is not None:
+            given = detector.transformer.decoder.query_pos_from == "given"
+            if given != (positive_queries.style == "co_deformable"):
+                raise ValueError(
+                    f"CoDETR: positive_queries.style={positive_queries.style!r} does not fit a decoder with "
+                    f"query_pos={detector.transformer.decoder.query_pos_from!r} (Co-DINO: 'co_dino' with "
+                    "'ref_point_head'; Co-Deformable-DETR: 'co_deformable' with 'given')"
+                )
         self.detector = detector
         self.aux_heads = nn.ModuleList(aux_heads)
         self.positive_queries = positive_queries

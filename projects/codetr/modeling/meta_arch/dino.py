@@ -96,6 +96,12 @@ class DINO(nn.Module):
             raise ValueError(f"DINO: nms={nms!r}; expected None, 'nms' or 'soft_nms'")
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"DINO: input_format={input_format!r}; expected 'RGB' or 'BGR'")
+        if denoising is not None and transformer.query_pos_from != "ref_point_head":
+            raise ValueError(
+                f"DINO: denoising queries need the decoder's ref_point_head for their positions; "
+                f"transformer.query_pos_from={transformer.query_pos_from!r} (Deformable-DETR++) has none: "
+                "set denoising=None"
+            )
         if num_queries is not None and num_queries != transformer.num_queries:
             raise ValueError(f"DINO: num_queries={num_queries} but transformer.num_queries={transformer.num_queries}")
         if num_classes is not None:
@@ -187,7 +193,8 @@ class DINO(nn.Module):
         if self.training and self.denoising is not None and fixed is None:
             # keeps the label embedding in the graph on batches without boxes (DDP)
             tgt = tgt + 0.0 * self.denoising.label_embedding.weight.sum()
-        fixed_out, outputs = self.decode(enc, fixed, tgt, sel["ref_boxes"])
+        pos = {"query_pos": sel["query_pos"]} if "query_pos" in sel else {}  # Deformable-DETR++ only
+        fixed_out, outputs = self.decode(enc, fixed, tgt, sel["ref_boxes"], **pos)
         outputs["enc_outputs"] = {"pred_logits": sel["enc_logits"], "pred_boxes": sel["enc_boxes"]}
         if fixed_out is not None:
             outputs["dn_outputs"] = fixed_out
@@ -199,6 +206,7 @@ class DINO(nn.Module):
         fixed: Optional[FixedTargetQueries] = None,
         tgt: Optional[Tensor] = None,
         ref_boxes: Optional[Tensor] = None,
+        query_pos: Optional[Tensor] = None,
     ):
         """Run the shared decoder over ``[fixed queries, matching queries (tgt, ref_boxes)]``
         with the group attention mask; either part may be absent (Co-DETR runs its positive
@@ -206,25 +214,35 @@ class DINO(nn.Module):
 
         Args:
             enc: ``forward_transformer``'s output.
-            fixed: fixed-target queries (content, ref_boxes normalised cxcywh) or None.
+            fixed: fixed-target queries (content, ref_boxes normalised cxcywh, and query_pos
+                for a decoder with given positions) or None.
             tgt, ref_boxes: (N, Q, C) matching contents and (N, Q, 4) normalised cxcywh boxes.
+            query_pos: (N, Q, C) positions of the matching queries, for a decoder with given
+                positions (``select_queries``' "query_pos"); None for DINO's decoder.
 
         Returns:
             (fixed_outputs, matching_outputs): criterion dicts ("pred_logits", "pred_boxes",
             "aux_outputs") of each part, None for an absent part.
         """
-        contents, refs = [], []
+        contents, refs, poses = [], [], []
         num_fixed = 0 if fixed is None else fixed.num_queries
         num_matching = 0 if tgt is None else tgt.shape[1]
         attn_mask = None
         if fixed is not None:
             contents.append(fixed.content)
             refs.append(fixed.ref_boxes)
+            poses.append(fixed.query_pos)
             attn_mask = fixed.attn_mask(num_matching)
         if tgt is not None:
             contents.append(tgt)
             refs.append(ref_boxes)
-        decoded = self.transformer.decode(enc, torch.cat(contents, 1), torch.cat(refs, 1), attn_mask)
+            poses.append(query_pos)
+        pos = None
+        if any(p is not None for p in poses):
+            if any(p is None for p in poses):
+                raise ValueError("DINO.decode: query positions given for some query groups but not for others")
+            pos = torch.cat(poses, 1)
+        decoded = self.transformer.decode(enc, torch.cat(contents, 1), torch.cat(refs, 1), attn_mask, pos)
         return split_outputs(decoded, num_fixed, self.aux_loss)
 
     # ------------------------------------------------------------------ targets / results

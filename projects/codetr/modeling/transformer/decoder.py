@@ -1,5 +1,9 @@
 """DINO decoder: self-attention over all query groups (with a group mask), deformable
 cross-attention on 4-d reference boxes, FFN; iterative box refinement with look-forward-twice.
+
+The same module, with ``query_pos="given", post_norm=False``, is Co-Deformable-DETR's decoder
+(official ``CoDeformableDetrTransformerDecoder``, Deformable-DETR++): query positions fixed by
+the caller for every layer, and the heads applied to the raw layer outputs.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from codetr.layers.position_encoding import get_sine_pos_embed
 from .utils import FFN, clones, inverse_sigmoid
 
 __all__ = ["DINODecoderLayer", "DINODecoder"]
+
+QUERY_POS_SOURCES = ("ref_point_head", "given")
 
 
 class DINODecoderLayer(nn.Module):
@@ -62,11 +68,21 @@ class DINODecoder(nn.Module):
     i's loss also trains layer i-1's box head. ``look_forward_twice=False`` detaches ``r_i``
     (Deformable DETR's box refinement).
 
+    Query positions:
+    - ``query_pos="ref_point_head"`` (DINO, Co-DINO): recomputed at every layer from the current
+      reference box, ``ref_point_head(sine(r_i))`` (an MLP 2C -> C -> C);
+    - ``query_pos="given"`` (Deformable-DETR++, Co-Deformable-DETR): the caller passes one
+      ``query_pos`` (N, Q, C) used unchanged by every layer; there is no ``ref_point_head``.
+
     Args:
         num_layers: decoder layers.
         embed_dim, num_heads, num_levels, num_points, ffn_dim, dropout: layer settings.
         num_classes: K, the class heads' outputs (sigmoid focal classification).
         look_forward_twice: see above.
+        query_pos: "ref_point_head" or "given", see above.
+        post_norm: apply a final LayerNorm (``norm``, shared by the layers) to every layer's
+            output before the class / box heads (DINO); False: the heads read the raw layer
+            outputs and the module has no ``norm`` (Deformable-DETR, Co-Deformable-DETR).
     """
 
     def __init__(
@@ -80,15 +96,20 @@ class DINODecoder(nn.Module):
         dropout: float = 0.0,
         num_classes: int = 80,
         look_forward_twice: bool = True,
+        query_pos: str = "ref_point_head",
+        post_norm: bool = True,
     ):
         super().__init__()
+        if query_pos not in QUERY_POS_SOURCES:
+            raise ValueError(f"DINODecoder: query_pos={query_pos!r}; expected one of {QUERY_POS_SOURCES}")
         layer = DINODecoderLayer(embed_dim, num_heads, num_levels, num_points, ffn_dim, dropout)
         self.layers = clones(layer, num_layers)
         self.num_layers = num_layers
         self.embed_dim = embed_dim
         self.look_forward_twice = look_forward_twice
-        self.ref_point_head = MLP(2 * embed_dim, embed_dim, embed_dim, 2)
-        self.norm = nn.LayerNorm(embed_dim)
+        self.query_pos_from = query_pos
+        self.ref_point_head = MLP(2 * embed_dim, embed_dim, embed_dim, 2) if query_pos == "ref_point_head" else None
+        self.norm = nn.LayerNorm(embed_dim) if post_norm else None
         self.class_embed = clones(nn.Linear(embed_dim, num_classes), num_layers)
         self.bbox_embed = clones(MLP(embed_dim, embed_dim, 4, 3), num_layers)
         init_heads(self.class_embed, self.bbox_embed)
@@ -103,6 +124,7 @@ class DINODecoder(nn.Module):
         valid_ratios: Tensor,
         memory_mask: Optional[Tensor] = None,
         attn_mask: Optional[Tensor] = None,
+        query_pos: Optional[Tensor] = None,
     ) -> Dict[str, Tensor]:
         """
         Args:
@@ -113,26 +135,42 @@ class DINODecoder(nn.Module):
             spatial_shapes, level_start_index, valid_ratios (N, L, 2): see DINOTransformer.encode.
             attn_mask: None, (Q, Q) or (N, Q, Q) bool, True = query i may not attend to key j.
                 A query may always attend to itself (fully blocked rows would give NaN).
+            query_pos: (N, Q, C) query positions, required with ``query_pos="given"`` (the same
+                tensor for every layer), None with ``"ref_point_head"``.
 
         Returns:
             dict with "logits" (num_layers, N, Q, K), "boxes" (num_layers, N, Q, 4) normalised
-            cxcywh, and "hidden" (num_layers, N, Q, C) normalised decoder states.
+            cxcywh, and "hidden" (num_layers, N, Q, C) decoder states (after ``norm`` if
+            ``post_norm``): what the heads read.
         """
+        if (query_pos is None) != (self.ref_point_head is not None):
+            raise ValueError(
+                f"DINODecoder (query_pos={self.query_pos_from!r}): "
+                + ("a query_pos (N, Q, C) is required" if query_pos is None else "got a query_pos it does not use")
+            )
         attn_mask = self._expand_attn_mask(attn_mask, tgt.shape[0])
         scale = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # (N, 1, L, 4)
         out, ref, prev_ref = tgt, ref_boxes, ref_boxes
         hidden, logits, boxes = [], [], []
         for i, layer in enumerate(self.layers):
-            # Query position from the box in the unpadded image's frame (detrex embeds the
-            # valid-ratio-scaled box instead, which would make it depend on batch padding).
-            query_pos = self.ref_point_head(get_sine_pos_embed(ref, self.embed_dim // 2).to(out.dtype))
-            out = layer(out, query_pos, ref[:, :, None] * scale, memory, spatial_shapes, level_start_index,
+            if self.ref_point_head is not None:
+                # Query position from the box in the unpadded image's frame (detrex embeds the
+                # valid-ratio-scaled box instead, which would make it depend on batch padding).
+                pos = self.ref_point_head(get_sine_pos_embed(ref, self.embed_dim // 2).to(out.dtype))
+            else:
+                pos = query_pos
+            out = layer(out, pos, ref[:, :, None] * scale, memory, spatial_shapes, level_start_index,
                         memory_mask, attn_mask)
-            hs = self.norm(out)
+            delta = self.bbox_embed[i](out)
+            if self.norm is not None:
+                hs = self.norm(out)
+                hs_delta = self.bbox_embed[i](hs)
+            else:
+                hs, hs_delta = out, delta
             hidden.append(hs)
             logits.append(self.class_embed[i](hs))
-            boxes.append((self.bbox_embed[i](hs) + inverse_sigmoid(prev_ref)).sigmoid())
-            new_ref = (self.bbox_embed[i](out) + inverse_sigmoid(ref)).sigmoid()
+            boxes.append((hs_delta + inverse_sigmoid(prev_ref)).sigmoid())
+            new_ref = (delta + inverse_sigmoid(ref)).sigmoid()
             ref = new_ref.detach()
             prev_ref = new_ref if self.look_forward_twice else ref
         return {"logits": torch.stack(logits), "boxes": torch.stack(boxes), "hidden": torch.stack(hidden)}

@@ -1,6 +1,11 @@
 """DINO transformer: deformable encoder, two-stage proposals with mixed query selection, and
 the DINO decoder. The stages are separate methods so that a composition (Co-DETR) can reuse the
 encoder memory and run extra query groups through the shared decoder.
+
+Options turn it into Deformable-DETR++ (Co-Deformable-DETR's ``CoDeformableDetrTransformer``,
+mmdet's ``DeformableDetrTransformer`` with ``mixed_selection``): ``query_pos_from="pos_trans"``,
+``select_by="first_class"``, ``enc_outputs="all"``, with a decoder built with
+``query_pos="given", post_norm=False``.
 """
 from __future__ import annotations
 
@@ -11,12 +16,17 @@ from torch import Tensor, nn
 
 from codetr.layers import MSDeformAttn
 from codetr.layers.mlp import MLP
+from codetr.layers.position_encoding import get_sine_pos_embed
 
 from .decoder import DINODecoder, init_heads
 from .encoder import DeformableEncoder
 from .utils import flatten_levels, get_valid_ratios
 
 __all__ = ["DINOTransformer", "gen_encoder_output_proposals"]
+
+QUERY_POS_FROM = ("ref_point_head", "pos_trans")
+SELECT_BY = ("max", "first_class")
+ENC_OUTPUTS = ("topk", "all")
 
 
 def gen_encoder_output_proposals(
@@ -66,6 +76,18 @@ class DINOTransformer(nn.Module):
         num_queries: number of matching queries (top-k encoder proposals / learned contents).
         embed_dim: C.
         num_classes: K of the encoder class head.
+        query_pos_from: where the matching queries' positions come from:
+            "ref_point_head" (DINO): the decoder computes them at every layer from the current
+            reference box (the decoder must have ``query_pos="ref_point_head"``);
+            "pos_trans" (Deformable-DETR++ with mixed selection): once, from the selected
+            proposal boxes, ``pos_trans_norm(pos_trans(sine(box)))[..., :C]`` with ``pos_trans``
+            a Linear 2C -> 2C and ``pos_trans_norm`` a LayerNorm(2C) (the second half is
+            discarded, as in the official code); the decoder must have ``query_pos="given"``.
+        select_by: score of an encoder position for the top-k selection: "max" over the classes
+            (DINO) or "first_class", the logit of class 0 (Deformable-DETR, whose encoder head
+            is trained with binary labels: see ``DETRCriterion(binary_enc_loss=True)``).
+        enc_outputs: which encoder predictions ``select_queries`` returns for the encoder loss:
+            "topk" (DINO: the selected positions) or "all" (Deformable-DETR: every position).
     """
 
     def __init__(
@@ -76,8 +98,24 @@ class DINOTransformer(nn.Module):
         num_queries: int = 900,
         embed_dim: int = 256,
         num_classes: int = 80,
+        query_pos_from: str = "ref_point_head",
+        select_by: str = "max",
+        enc_outputs: str = "topk",
     ):
         super().__init__()
+        for name, value, allowed in (("query_pos_from", query_pos_from, QUERY_POS_FROM),
+                                     ("select_by", select_by, SELECT_BY), ("enc_outputs", enc_outputs, ENC_OUTPUTS)):
+            if value not in allowed:
+                raise ValueError(f"DINOTransformer: {name}={value!r}; expected one of {allowed}")
+        expected = "given" if query_pos_from == "pos_trans" else "ref_point_head"
+        if decoder.query_pos_from != expected:
+            raise ValueError(
+                f"DINOTransformer: query_pos_from={query_pos_from!r} needs a decoder built with "
+                f"query_pos={expected!r}, got {decoder.query_pos_from!r}"
+            )
+        self.query_pos_from = query_pos_from
+        self.select_by = select_by
+        self.enc_outputs = enc_outputs
         self.encoder = encoder
         self.decoder = decoder
         self.num_feature_levels = num_feature_levels
@@ -89,6 +127,9 @@ class DINOTransformer(nn.Module):
         self.tgt_embed = nn.Embedding(num_queries, embed_dim)
         self.enc_class_embed = nn.Linear(embed_dim, num_classes)
         self.enc_bbox_embed = MLP(embed_dim, embed_dim, 4, 3)
+        if query_pos_from == "pos_trans":
+            self.pos_trans = nn.Linear(2 * embed_dim, 2 * embed_dim)
+            self.pos_trans_norm = nn.LayerNorm(2 * embed_dim)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -149,8 +190,12 @@ class DINOTransformer(nn.Module):
         Returns dict:
             tgt (N, num_queries, C): learned content queries;
             ref_boxes (N, num_queries, 4): detached top-k encoder boxes, normalised cxcywh;
-            enc_logits (N, num_queries, K), enc_boxes (N, num_queries, 4): the encoder
-            predictions of the top-k positions (for the encoder loss; gradients flow).
+            query_pos (N, num_queries, C): only with ``query_pos_from="pos_trans"``, the
+            queries' positions ``pos_trans_norm(pos_trans(sine(ref_boxes)))[..., :C]``;
+            enc_logits (N, M, K), enc_boxes (N, M, 4): the encoder predictions for the encoder
+            loss (gradients flow): of the M = num_queries top-k positions (``enc_outputs="topk"``)
+            or of all M = S positions (``"all"``; boxes of invalid positions are 1, their
+            proposal logits being +inf, as in the official code).
         """
         memory = enc["memory"]
         if memory.shape[1] < self.num_queries:
@@ -162,23 +207,39 @@ class DINOTransformer(nn.Module):
         output_memory = self.enc_output_norm(self.enc_output(output_memory))
         logits = self.enc_class_embed(output_memory)
         coords_unact = self.enc_bbox_embed(output_memory) + proposals
-        scores = logits.max(-1).values.masked_fill(~valid, float("-inf"))
+        scores = logits.max(-1).values if self.select_by == "max" else logits[..., 0]
+        scores = scores.masked_fill(~valid, float("-inf"))
         topk = scores.topk(self.num_queries, dim=1).indices
         topk_coords = coords_unact.gather(1, topk[..., None].expand(-1, -1, 4)).sigmoid()
-        topk_logits = logits.gather(1, topk[..., None].expand(-1, -1, logits.shape[-1]))
         n = memory.shape[0]
-        return {
-            "tgt": self.tgt_embed.weight[None].expand(n, -1, -1),
-            "ref_boxes": topk_coords.detach(),
-            "enc_logits": topk_logits,
-            "enc_boxes": topk_coords,
-        }
+        out = {"tgt": self.tgt_embed.weight[None].expand(n, -1, -1), "ref_boxes": topk_coords.detach()}
+        if self.query_pos_from == "pos_trans":
+            out["query_pos"] = self.proposal_query_pos(out["ref_boxes"])
+        if self.enc_outputs == "topk":
+            out["enc_logits"] = logits.gather(1, topk[..., None].expand(-1, -1, logits.shape[-1]))
+            out["enc_boxes"] = topk_coords
+        else:
+            out["enc_logits"], out["enc_boxes"] = logits, coords_unact.sigmoid()
+        return out
+
+    def proposal_query_pos(self, boxes: Tensor) -> Tensor:
+        """Deformable-DETR++'s query position of proposal boxes (N, Q, 4) normalised cxcywh:
+        ``pos_trans_norm(pos_trans(sine(boxes)))[..., :C]`` (N, Q, C); ``sine`` embeds cx, cy,
+        w, h in that order with C / 2 channels each (temperature 10000, scale 2 pi)."""
+        embed = get_sine_pos_embed(boxes, self.embed_dim // 2, exchange_xy=False).to(self.pos_trans.weight.dtype)
+        return self.pos_trans_norm(self.pos_trans(embed))[..., : self.embed_dim]
 
     def decode(
-        self, enc: Dict, tgt: Tensor, ref_boxes: Tensor, attn_mask: Optional[Tensor] = None
+        self,
+        enc: Dict,
+        tgt: Tensor,
+        ref_boxes: Tensor,
+        attn_mask: Optional[Tensor] = None,
+        query_pos: Optional[Tensor] = None,
     ) -> Dict[str, Tensor]:
         """Run the shared decoder over queries (N, Q, C) with reference boxes (N, Q, 4) on the
-        encoder output ``enc``; see ``DINODecoder.forward`` for ``attn_mask`` and the outputs."""
+        encoder output ``enc``; see ``DINODecoder.forward`` for ``attn_mask``, ``query_pos``
+        (N, Q, C) (with ``query_pos_from="pos_trans"`` only) and the outputs."""
         return self.decoder(
             tgt,
             ref_boxes,
@@ -188,4 +249,5 @@ class DINOTransformer(nn.Module):
             enc["valid_ratios"],
             enc["mask_flatten"],
             attn_mask,
+            query_pos,
         )

@@ -260,15 +260,7 @@ def co_dino_official(
     RPNHead (9 anchors), Shared2FCBBoxHead, ATSS head (stacked_convs=1, ConvModule conv + gn)."""
     t = _gen(values, seed)
     d = dims.d
-    sd = torchvision_resnet(dims.resnet, "backbone.", t)
-    for k in [k for k in sd if k.endswith("running_var")]:
-        sd[k[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-    chans = dims.backbone_channels
-    for i, c in enumerate(chans):
-        sd[f"neck.convs.{i}.conv.weight"] = t(d, c, 1, 1)
-        _norm(sd, f"neck.convs.{i}.gn.", d, t)
-    sd["neck.extra_convs.0.conv.weight"] = t(d, chans[-1], 3, 3)
-    _norm(sd, "neck.extra_convs.0.gn.", d, t)
+    sd = _mmdet_resnet_and_neck(dims, t)
     q = "query_head."
     sd[q + "transformer.level_embeds"] = t(dims.levels, d)
     _linear(sd, q + "transformer.enc_output.", d, d, t)
@@ -287,6 +279,30 @@ def co_dino_official(
             _linear(sd, f"{q}reg_branches.{i}.{j}.", o, d, t)
     label = q + ("dn_generator.label_embedding.weight" if mmdet3 else "label_embedding.weight")
     sd[label] = t(dims.num_classes, d)
+    _co_detr_aux_heads(sd, dims, t, num_pyramid_levels=dims.levels + 1)
+    return sd
+
+
+def _mmdet_resnet_and_neck(dims: Dims, t) -> Dict[str, torch.Tensor]:
+    """mmdet ResNet (torchvision names + ``num_batches_tracked``) and ChannelMapper of
+    ConvModules (bias-free conv + ``gn``), one extra 3x3 stride-2 level on the last input."""
+    d = dims.d
+    sd = torchvision_resnet(dims.resnet, "backbone.", t)
+    for k in [k for k in sd if k.endswith("running_var")]:
+        sd[k[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+    chans = dims.backbone_channels
+    for i, c in enumerate(chans):
+        sd[f"neck.convs.{i}.conv.weight"] = t(d, c, 1, 1)
+        _norm(sd, f"neck.convs.{i}.gn.", d, t)
+    sd["neck.extra_convs.0.conv.weight"] = t(d, chans[-1], 3, 3)
+    _norm(sd, "neck.extra_convs.0.gn.", d, t)
+    return sd
+
+
+def _co_detr_aux_heads(sd, dims: Dims, t, num_pyramid_levels: int) -> None:
+    """``query_head.downsample`` (Conv2d 3x3 s2 + GroupNorm), RPNHead (9 anchors),
+    Shared2FCBBoxHead, CoATSSHead (stacked_convs=1, one ``Scale`` per pyramid level)."""
+    d, q = dims.d, "query_head."
     sd[q + "downsample.0.weight"] = t(d, d, 3, 3)
     sd[q + "downsample.0.bias"] = t(d)
     _norm(sd, q + "downsample.1.", d, t)
@@ -304,8 +320,45 @@ def co_dino_official(
         _norm(sd, f"{b}{tower}.0.gn.", d, t)
     for name, o in (("atss_cls", dims.num_classes), ("atss_reg", 4), ("atss_centerness", 1)):
         sd[f"{b}{name}.weight"], sd[f"{b}{name}.bias"] = t(o, d, 3, 3), t(o)
-    for k in range(6):
+    for k in range(num_pyramid_levels):
         sd[f"{b}scales.{k}.scale"] = 1 + t(1)[0]
+
+
+def co_deformable_detr_official(dims: Dims, values: str = "random", seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Sense-X/Co-DETR ``CoDETR`` with ``co_deformable_detr_r50_1x_coco.py`` (use
+    ``Dims(levels=4, queries=300)``): mmdet ResNet C3..C5 (all four stages are built), ChannelMapper
+    [512, 1024, 2048] -> 256 (+1 extra level), ``CoDeformDETRHead`` (``query_embedding`` (Q, d) for
+    mixed selection, cls/reg_branches 6 decoder + 1 two-stage, ``downsample``),
+    ``CoDeformableDetrTransformer(num_co_heads=2)`` = mmdet ``DeformableDetrTransformer`` with
+    ``as_two_stage`` (level_embeds, enc_output(_norm), pos_trans Linear(2d, 2d) + pos_trans_norm
+    LN(2d); no ``reference_points``) + ``head_pos_embed`` ``nn.Embedding(2, 1, 1, d)`` (weight
+    (2, 1)), ``aux_pos_trans.k`` Linear(2d, 2d) + ``aux_pos_trans_norm.k`` LN(2d),
+    ``pos_feats_trans.k`` Linear(d, d) + ``pos_feats_norm.k`` LN(d) (``with_coord_feat``);
+    mmcv encoder / ``CoDeformableDetrTransformerDecoder`` layers (no decoder norm, no
+    ref_point_head); RPN, 2-fc RoI head, ATSS head with 5 scales (strides 8..128)."""
+    t = _gen(values, seed)
+    d = dims.d
+    sd = _mmdet_resnet_and_neck(dims, t)
+    q = "query_head."
+    sd[q + "query_embedding.weight"] = t(dims.queries, d)
+    for i in range(dims.dec_layers + 1):
+        _linear(sd, f"{q}cls_branches.{i}.", dims.num_classes, d, t)
+        for j, o in ((0, d), (2, d), (4, 4)):
+            _linear(sd, f"{q}reg_branches.{i}.{j}.", o, d, t)
+    tr = q + "transformer."
+    _mmcv_layers(sd, tr, dims, t)
+    sd[tr + "level_embeds"] = t(dims.levels, d)
+    _linear(sd, tr + "enc_output.", d, d, t)
+    _norm(sd, tr + "enc_output_norm.", d, t)
+    _linear(sd, tr + "pos_trans.", 2 * d, 2 * d, t)
+    _norm(sd, tr + "pos_trans_norm.", 2 * d, t)
+    sd[tr + "head_pos_embed.weight"] = t(2, 1)
+    for k in range(2):
+        _linear(sd, f"{tr}aux_pos_trans.{k}.", 2 * d, 2 * d, t)
+        _norm(sd, f"{tr}aux_pos_trans_norm.{k}.", 2 * d, t)
+        _linear(sd, f"{tr}pos_feats_trans.{k}.", d, d, t)
+        _norm(sd, f"{tr}pos_feats_norm.{k}.", d, t)
+    _co_detr_aux_heads(sd, dims, t, num_pyramid_levels=dims.levels + 1)
     return sd
 
 

@@ -57,3 +57,25 @@ def test_channel_mapper_ignores_padding():
     for out, exp in zip(outs, expected):
         h, w = exp.shape[-2:]
         torch.testing.assert_close(out[..., :h, :w], exp, atol=1e-5, rtol=1e-4)
+
+
+def test_conv_gn_weight_gradient_under_cpu_bf16_autocast_matches_fp32():
+    """Tiny maps (the extra pyramid levels of small images) through a 3x3 stride-2 ConvGN: under
+    CPU bf16 autocast the gradients must be finite and close to float32's. torch 2.14's CPU bf16
+    convolution gets the weight gradient of such shapes wrong or NaN in a large fraction of
+    calls, which is why ConvGN computes its convolution in float32 there."""
+    from codetr.modeling.backbone.channel_mapper import ConvGN
+
+    torch.manual_seed(0)
+    layer = ConvGN(128, 128, 3, 2, 32)
+    for shape in [(1, 128, 1, 1), (2, 128, 3, 1)] * 10:
+        x = torch.randn(shape)
+        grads = []
+        for amp in (False, True):
+            layer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                out = layer(x)
+            (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            grads.append(layer.conv.weight.grad.clone())
+        assert torch.isfinite(grads[1]).all()
+        torch.testing.assert_close(grads[1], grads[0], rtol=0.02, atol=0.02 * float(grads[0].abs().max()))

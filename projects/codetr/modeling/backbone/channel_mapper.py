@@ -42,7 +42,13 @@ def masked_group_norm(x: Tensor, norm: nn.GroupNorm, mask: Optional[Tensor] = No
 
 
 class ConvGN(nn.Module):
-    """Conv2d followed by GroupNorm (no activation)."""
+    """Conv2d followed by GroupNorm (no activation).
+
+    On the CPU under bfloat16 autocast the convolution runs in float32: torch 2.14's CPU bf16
+    convolution returns NaN or wrong weight gradients for tiny inputs (e.g. a (2, 128, 3, 1)
+    map through a 3x3 stride-2 conv, as the extra pyramid levels of small images are; measured
+    in ``tests/modeling/test_backbone.py``). The GroupNorm statistics are fp32 anyway.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, num_groups: int):
         super().__init__()
@@ -52,7 +58,13 @@ class ConvGN(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        x = self.conv(x)
+        """x (N, C_in, H, W), mask (N, H', W') bool or None (True at padding) ->
+        (N, C_out, h, w) (float32 on the CPU under autocast)."""
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                x = self.conv(x.float())
+        else:
+            x = self.conv(x)
         if mask is not None:
             mask = downsample_mask(mask, x.shape[-2:])
         return masked_group_norm(x, self.norm, mask)

@@ -8,14 +8,6 @@ import torch
 from codetr.modeling.assigners import atss_assign, normalize_alignment, tal_assign
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a busy machine (100x slower ops)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ----------------------------------------------------------------------------- brute force
 def py_iou(a, b):

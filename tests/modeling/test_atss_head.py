@@ -2,7 +2,6 @@
 computation (torchvision focal / GIoU losses, hand-written decoding and centerness)."""
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -14,13 +13,6 @@ from codetr.modeling.heads.atss_head import ATSSHead
 K, C = 3, 16
 NAMES, STRIDES = ["p3", "p4", "p5"], [8, 16, 32]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_head(scale=12.0, **kw):

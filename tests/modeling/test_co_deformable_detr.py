@@ -27,13 +27,6 @@ from test_positive_queries import SIZES, make_samples, sine
 D, K, HEADS = 32, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _logit(x):
     x = x.clamp(0, 1)

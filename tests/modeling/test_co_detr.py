@@ -28,13 +28,6 @@ D, K = 32, 3
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class PatchBackbone(Backbone):
     """Non-overlapping strided convs res2..res5 (strides 4..32)."""

@@ -15,14 +15,6 @@ from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTran
 D, K = 32, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, especially on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class PatchBackbone(Backbone):
     """Non-overlapping strided convs: a position's features depend only on its own pixels, so

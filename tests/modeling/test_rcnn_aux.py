@@ -2,7 +2,6 @@
 samples it returns are the RoI head's sampled proposals, loss scaling."""
 import math
 
-import pytest
 import torch
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 
@@ -11,13 +10,6 @@ from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 K, C = 3, 16
 NAMES, STRIDES = ["p2", "p3", "p4", "p5", "p6", "p7"], [4, 8, 16, 32, 64, 128]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_head(**kw):

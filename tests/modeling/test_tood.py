@@ -19,14 +19,6 @@ from codetr.modeling.meta_arch.tood import LastLevelP6P7
 WIDTH = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a busy machine (100x slower ops)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_tood(initial_epochs=1, iters_per_epoch=3, **head_kw):
     torch.manual_seed(0)

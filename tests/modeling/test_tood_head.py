@@ -18,14 +18,6 @@ from codetr.modeling.heads.tood_head import (
 from codetr.modeling.losses import quality_focal_loss, sigmoid_focal_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a busy machine (100x slower ops)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def explicit_bilinear(img, y, x):
     """img (H, W); value at the real location (y, x); neighbours outside the map count as 0."""

@@ -10,6 +10,7 @@ import torchvision
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES, _get_coco_instances_meta
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.backbone import BasicStem, ResNet
+from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.proposal_generator.rpn import StandardRPNHead
 
 from codetr.checkpoint import KeyMapper, convert, map_mmdet_rpn_head
@@ -130,3 +131,18 @@ def test_rpn_anchor_order_permutation_gives_the_same_prediction_per_anchor():
         torch.testing.assert_close(logit, exp_logit, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(delta, exp_delta, atol=1e-5, rtol=1e-5)
     assert not expected
+
+    # the proposals themselves: top-20 decoded boxes of each layout, ranked by objectness
+    transform = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
+    mm_boxes = torch.cat([mm_anchors + torch.tensor([x, y, x, y]) * stride
+                          for y, x in itertools.product(range(5), range(6))])  # (y, x, a) order
+    mm_scores = mm_cls.permute(1, 2, 0).reshape(-1)
+    mm_deltas = mm_reg.view(a, 4, 5, 6).permute(2, 3, 0, 1).reshape(-1, 4)
+    top_mm = mm_scores.topk(20).indices
+    top_d2 = logits.topk(20).indices
+    torch.testing.assert_close(logits[top_d2], mm_scores[top_mm], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        transform.apply_deltas(deltas[top_d2], anchors[top_d2]),
+        transform.apply_deltas(mm_deltas[top_mm], mm_boxes[top_mm].float()),
+        atol=1e-3, rtol=1e-5,
+    )

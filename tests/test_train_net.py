@@ -6,7 +6,8 @@ cases train on a 6-image 64x64 COCO-format dataset that this module writes to a 
 (registered as tiny_train / tiny_val by tests/engine/configs/tiny_data.py): a deliberately tiny
 Detectron2 RetinaNet (tests/engine/configs/tiny_retinanet.py), DINO-R18 of
 configs/dino/dino_r18_shapes.py pointed at the tiny data (tests/engine/configs/dino_r18_tiny.py)
-and Co-DINO-R18 of configs/co_dino/co_dino_r18_shapes.py (tests/engine/configs/co_dino_r18_tiny.py).
+Co-DINO-R18 of configs/co_dino/co_dino_r18_shapes.py (tests/engine/configs/co_dino_r18_tiny.py)
+and Co-Deformable-DETR-R50 from random weights (tests/engine/configs/co_deformable_detr_tiny.py).
 To add a detector, write such a wrapper config (import the real config, switch the dataset names
 to TINY_TRAIN / TINY_VAL, shrink image sizes / queries) and append a ``TrainNetCase``; extra
 command-line overrides go in ``overrides``. Keep one iteration around a second on a CPU.
@@ -40,6 +41,7 @@ CASES = [
     pytest.param(TrainNetCase("tests/engine/configs/tiny_retinanet.py"), id="tiny_retinanet"),
     pytest.param(TrainNetCase("tests/engine/configs/dino_r18_tiny.py"), id="dino_r18_tiny"),
     pytest.param(TrainNetCase("tests/engine/configs/co_dino_r18_tiny.py"), id="co_dino_r18_tiny"),
+    pytest.param(TrainNetCase("tests/engine/configs/co_deformable_detr_tiny.py"), id="co_deformable_detr_tiny"),
 ]
 
 HAVE_CV2 = importlib.util.find_spec("cv2") is not None  # Detectron2's Visualizer needs OpenCV

@@ -137,12 +137,6 @@ def _training_only(m: KeyMapper, drop: bool, pattern: str, reason: str, fn) -> N
         fn()
 
 
-def _check_shape(m: KeyMapper, key: str, shape: Tuple[int, ...], what: str) -> None:
-    if m.shape(key) != tuple(shape):
-        raise ShapeMismatchError(f"{m.source}: {key!r} has shape {m.shape(key)}, expected {tuple(shape)} ({what})",
-                                 [key])
-
-
 def _convert_co_detr(
     state_dict: Mapping[str, Tensor], drop_training_weights: bool, source: str, label_key: str,
     allow_co_deformable: bool = True,
@@ -169,7 +163,7 @@ def _convert_co_detr(
     m.rename_all(rf"query_head\.transformer\.(enc_output|enc_output_norm)\.{WB}", det + r"transformer.\1.\2")
     if deformable:  # Deformable-DETR++: pos_trans query positions, mixed-selection content queries
         embed_dim = m.shape(t + "level_embeds")[-1]
-        _check_shape(m, t + "pos_trans.weight", (2 * embed_dim, 2 * embed_dim), "Linear 2C -> 2C")
+        m.check_shape(t + "pos_trans.weight", (2 * embed_dim, 2 * embed_dim), "Linear 2C -> 2C")
         m.rename_all(rf"query_head\.transformer\.(pos_trans|pos_trans_norm)\.{WB}", det + r"transformer.\1.\2")
         m.move("query_head.query_embedding.weight", det + "transformer.tgt_embed.weight")
     else:

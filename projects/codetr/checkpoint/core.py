@@ -208,16 +208,24 @@ class KeyMapper:
     def shape(self, key: str) -> Tuple[int, ...]:
         return tuple(self.peek(key).shape)
 
+    def check_shape(self, key: str, shape: Sequence[int], what: str = "") -> None:
+        """``ShapeMismatchError`` naming ``key`` unless source ``key`` has ``shape``; ``what``
+        (e.g. "Linear 2C -> 2C") is appended to the message."""
+        if self.shape(key) != tuple(shape):
+            raise ShapeMismatchError(
+                f"{self.source}: {key!r} has shape {self.shape(key)}, expected {tuple(shape)}"
+                + (f" ({what})" if what else ""),
+                [key],
+            )
+
     # ---- consuming
     def take(self, key: str, shape: Optional[Sequence[int]] = None) -> Tensor:
         """Consume source ``key`` (mapped) and return it; ``shape`` checks it."""
         value = self.peek(key)
         if key in self.consumed:
             raise CheckpointConversionError(f"{self.source}: source key {key!r} consumed twice (converter bug)", [key])
-        if shape is not None and tuple(value.shape) != tuple(shape):
-            raise ShapeMismatchError(
-                f"{self.source}: {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)}", [key]
-            )
+        if shape is not None:
+            self.check_shape(key, shape)
         self.consumed[key] = "mapped"
         return value
 

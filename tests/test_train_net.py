@@ -7,7 +7,7 @@ cases train on a 6-image 64x64 COCO-format dataset that this module writes to a 
 Detectron2 RetinaNet (tests/engine/configs/tiny_retinanet.py), DINO-R18 of
 configs/dino/dino_r18_shapes.py pointed at the tiny data (tests/engine/configs/dino_r18_tiny.py)
 Co-DINO-R18 of configs/co_dino/co_dino_r18_shapes.py (tests/engine/configs/co_dino_r18_tiny.py)
-and Co-Deformable-DETR-R50 from random weights (tests/engine/configs/co_deformable_detr_tiny.py).
+and Co-Deformable-DETR shrunk to R18 / hidden 128 (tests/engine/configs/co_deformable_detr_tiny.py).
 To add a detector, write such a wrapper config (import the real config, switch the dataset names
 to TINY_TRAIN / TINY_VAL, shrink image sizes / queries) and append a ``TrainNetCase``; extra
 command-line overrides go in ``overrides``. Keep one iteration around a second on a CPU.
@@ -45,7 +45,7 @@ CASES = [
 ]
 
 HAVE_CV2 = importlib.util.find_spec("cv2") is not None  # Detectron2's Visualizer needs OpenCV
-ITERS = 4  # first run; checkpoints every 2 iterations -> model_0000001, model_0000003, model_final
+ITERS = 4  # first run; checkpoints every 2 iterations -> model_0000001 (then deleted), model_0000003, model_final
 
 
 def write_tiny_coco(root: str, num_train: int = 6, num_val: int = 4, size: int = 64, seed: int = 0) -> None:
@@ -110,23 +110,31 @@ def case(request):
 
 @pytest.fixture(scope="module")
 def trained(case, tiny_coco, tmp_path_factory):
-    """One short run with EMA, gradient clipping, periodic eval and visualisations."""
+    """One short run with EMA, gradient clipping, periodic eval and visualisations.
+
+    Its output folder is deleted when the case's tests are done: a checkpoint here holds the model,
+    the optimizer state and the EMA weights (up to ~0.25 GB), and CI machines have little disk.
+    """
     out = str(tmp_path_factory.mktemp("train"))
     log = run_train_net(
         case, tiny_coco, out,
-        f"train.max_iter={ITERS}", "train.checkpointer.period=2", "train.checkpointer.max_to_keep=5",
+        f"train.max_iter={ITERS}", "train.checkpointer.period=2", "train.checkpointer.max_to_keep=1",
         "train.eval_period=2",
         "train.model_ema.enabled=True", "train.model_ema.decay=0.9",
         "train.clip_grad.enabled=True", "train.clip_grad.max_norm=0.1",
         *(("train.vis_output_images=2",) if HAVE_CV2 else ()),
     )
-    return out, log
+    yield out, log
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def test_train_writes_checkpoints_metrics_and_events(trained):
     out, log = trained
-    for name in ("model_0000001.pth", "model_0000003.pth", "model_final.pth", "config.yaml", "log.txt"):
+    for name in ("model_0000003.pth", "model_final.pth", "config.yaml", "log.txt"):
         assert os.path.isfile(os.path.join(out, name)), name
+    # periodic checkpoints after iterations 1 and 3; max_to_keep=1 deleted the first
+    assert "Saving checkpoint to " + os.path.join(out, "model_0000001.pth") in log
+    assert not os.path.exists(os.path.join(out, "model_0000001.pth"))
     with open(os.path.join(out, "last_checkpoint")) as f:
         assert f.read().strip() == "model_final.pth"
     assert glob.glob(os.path.join(out, "events.out.tfevents.*")), "no TensorBoard event file"
@@ -170,8 +178,9 @@ def test_visualisations_written(trained):
 def test_resume_continues_from_last_checkpoint(case, tiny_coco, trained, tmp_path):
     src, _ = trained
     out = str(tmp_path / "resumed")
-    shutil.copytree(src, out)
-    log = run_train_net(case, tiny_coco, out, f"train.max_iter={ITERS + 2}", "train.checkpointer.period=2",
+    # what --resume reads: last_checkpoint, the checkpoint it names, and metrics.json (appended)
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("model_0*.pth", "vis", "events.out.*"))
+    log = run_train_net(case, tiny_coco, out, f"train.max_iter={ITERS + 2}", "train.checkpointer.period=100",
                         "train.model_ema.enabled=True", "train.eval_period=0", flags=("--resume",))
     assert f"Starting training from iteration {ITERS}" in log
     assert "Loading ema from" in log

@@ -58,7 +58,6 @@ optimizer.params.lr_factors = {"backbone": 0.1, "sampling_offsets": 0.1}
 
 detector.num_queries = 300
 detector.denoising = None
-detector.transformer.query_pos_from = "pos_trans"
 detector.transformer.select_by = "first_class"
 detector.transformer.enc_outputs = "all"
 detector.transformer.decoder.query_pos = "given"

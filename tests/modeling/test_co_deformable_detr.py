@@ -37,7 +37,7 @@ def deformable_transformer(num_queries=6, num_levels=2, seed=0, **kw):
     torch.manual_seed(seed)
     layer = dict(embed_dim=D, num_heads=HEADS, num_levels=num_levels, num_points=2, ffn_dim=48)
     decoder = DINODecoder(2, num_classes=K, look_forward_twice=True, query_pos="given", post_norm=False, **layer)
-    opts = dict(query_pos_from="pos_trans", select_by="first_class", enc_outputs="all")
+    opts = dict(select_by="first_class", enc_outputs="all")
     opts.update(kw)
     return DINOTransformer(
         DeformableEncoder(1, **layer), decoder, num_feature_levels=num_levels, num_queries=num_queries,
@@ -95,9 +95,18 @@ def test_ref_point_head_decoder_refuses_a_query_pos_and_options_are_checked():
             torch.tensor([0, 4]), torch.ones(1, 2, 2), query_pos=torch.zeros(1, 2, D))
     with pytest.raises(ValueError, match="query_pos"):
         DINODecoder(1, num_classes=K, query_pos="mlp", **layer)
-    with pytest.raises(ValueError, match="query_pos='given'"):  # pos_trans needs a given-position decoder
-        DINOTransformer(DeformableEncoder(1, **layer), dec, num_feature_levels=2, num_queries=4, embed_dim=D,
-                        num_classes=K, query_pos_from="pos_trans")
+    # the decoder decides who computes the query positions: pos_trans exists only for "given"
+    dino_style = DINOTransformer(DeformableEncoder(1, **layer), dec, num_feature_levels=2, num_queries=4,
+                                 embed_dim=D, num_classes=K)
+    assert not dino_style.gives_query_pos and not hasattr(dino_style, "pos_trans")
+    assert "query_pos" not in dino_style.select_queries(_encode(dino_style))
+    assert deformable_transformer().gives_query_pos and hasattr(deformable_transformer(), "pos_trans")
+    backbone = PatchBackbone()
+    with pytest.raises(ValueError, match="denoising queries need the decoder's ref_point_head"):
+        DINO(backbone=backbone, position_embedding=PositionEmbeddingSine(D // 2, normalize=True),
+             neck=ChannelMapper(backbone.output_shape(), ["res4", "res5"], D, num_outs=2, num_groups=8),
+             transformer=deformable_transformer(), criterion=DETRCriterion(K), denoising=dino_denoising(K, D, 10),
+             num_classes=K)
     with pytest.raises(ValueError, match="select_by"):
         deformable_transformer(select_by="min")
 
@@ -265,7 +274,7 @@ def tiny_co_deformable_detr(seed=0):
         DeformableEncoder(1, **kw),
         DINODecoder(2, num_classes=K, query_pos="given", post_norm=False, **kw),
         num_feature_levels=4, num_queries=20, embed_dim=D, num_classes=K,
-        query_pos_from="pos_trans", select_by="first_class", enc_outputs="all",
+        select_by="first_class", enc_outputs="all",
     )
     det = DINO(
         backbone=backbone,

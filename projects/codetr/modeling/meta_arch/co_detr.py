@@ -114,11 +114,11 @@ class CoDETR(nn.Module):
                 "aux heads; set positive_queries.num_heads to the number of aux heads"
             )
         if positive_queries is not None:
-            given = detector.transformer.decoder.query_pos_from == "given"
+            given = detector.transformer.decoder.query_pos == "given"
             if given != (positive_queries.style == "co_deformable"):
                 raise ValueError(
                     f"CoDETR: positive_queries.style={positive_queries.style!r} does not fit a decoder with "
-                    f"query_pos={detector.transformer.decoder.query_pos_from!r} (Co-DINO: 'co_dino' with "
+                    f"query_pos={detector.transformer.decoder.query_pos!r} (Co-DINO: 'co_dino' with "
                     "'ref_point_head'; Co-Deformable-DETR: 'co_deformable' with 'given')"
                 )
         self.detector = detector

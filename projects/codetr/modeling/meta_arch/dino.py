@@ -96,11 +96,10 @@ class DINO(nn.Module):
             raise ValueError(f"DINO: nms={nms!r}; expected None, 'nms' or 'soft_nms'")
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"DINO: input_format={input_format!r}; expected 'RGB' or 'BGR'")
-        if denoising is not None and transformer.query_pos_from != "ref_point_head":
+        if denoising is not None and transformer.gives_query_pos:
             raise ValueError(
-                f"DINO: denoising queries need the decoder's ref_point_head for their positions; "
-                f"transformer.query_pos_from={transformer.query_pos_from!r} (Deformable-DETR++) has none: "
-                "set denoising=None"
+                "DINO: denoising queries need the decoder's ref_point_head for their positions; "
+                "transformer.decoder.query_pos='given' (Deformable-DETR++) has none: set denoising=None"
             )
         if num_queries is not None and num_queries != transformer.num_queries:
             raise ValueError(f"DINO: num_queries={num_queries} but transformer.num_queries={transformer.num_queries}")

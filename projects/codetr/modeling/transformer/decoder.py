@@ -107,7 +107,7 @@ class DINODecoder(nn.Module):
         self.num_layers = num_layers
         self.embed_dim = embed_dim
         self.look_forward_twice = look_forward_twice
-        self.query_pos_from = query_pos
+        self.query_pos = query_pos
         self.ref_point_head = MLP(2 * embed_dim, embed_dim, embed_dim, 2) if query_pos == "ref_point_head" else None
         self.norm = nn.LayerNorm(embed_dim) if post_norm else None
         self.class_embed = clones(nn.Linear(embed_dim, num_classes), num_layers)
@@ -145,7 +145,7 @@ class DINODecoder(nn.Module):
         """
         if (query_pos is None) != (self.ref_point_head is not None):
             raise ValueError(
-                f"DINODecoder (query_pos={self.query_pos_from!r}): "
+                f"DINODecoder (query_pos={self.query_pos!r}): "
                 + ("a query_pos (N, Q, C) is required" if query_pos is None else "got a query_pos it does not use")
             )
         attn_mask = self._expand_attn_mask(attn_mask, tgt.shape[0])

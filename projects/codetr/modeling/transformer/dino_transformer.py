@@ -3,9 +3,9 @@ the DINO decoder. The stages are separate methods so that a composition (Co-DETR
 encoder memory and run extra query groups through the shared decoder.
 
 Options turn it into Deformable-DETR++ (Co-Deformable-DETR's ``CoDeformableDetrTransformer``,
-mmdet's ``DeformableDetrTransformer`` with ``mixed_selection``): ``query_pos_from="pos_trans"``,
-``select_by="first_class"``, ``enc_outputs="all"``, with a decoder built with
-``query_pos="given", post_norm=False``.
+mmdet's ``DeformableDetrTransformer`` with ``mixed_selection``): a decoder built with
+``query_pos="given", post_norm=False`` (the transformer then computes the query positions with
+``pos_trans``), ``select_by="first_class"``, ``enc_outputs="all"``.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from .utils import flatten_levels, get_valid_ratios
 
 __all__ = ["DINOTransformer", "gen_encoder_output_proposals"]
 
-QUERY_POS_FROM = ("ref_point_head", "pos_trans")
 SELECT_BY = ("max", "first_class")
 ENC_OUTPUTS = ("topk", "all")
 
@@ -71,18 +70,18 @@ class DINOTransformer(nn.Module):
 
     Args:
         encoder: a ``DeformableEncoder``.
-        decoder: a ``DINODecoder`` (owns the 6 decoder class/box heads).
+        decoder: a ``DINODecoder`` (owns the 6 decoder class/box heads). Its ``query_pos`` says
+            where the matching queries' positions come from:
+            "ref_point_head" (DINO): the decoder computes them at every layer from the current
+            reference box;
+            "given" (Deformable-DETR++ with mixed selection): this transformer computes them
+            once, from the selected proposal boxes, ``pos_trans_norm(pos_trans(sine(box)))[..., :C]``
+            with ``pos_trans`` a Linear 2C -> 2C and ``pos_trans_norm`` a LayerNorm(2C) (the
+            second half is discarded, as in the official code).
         num_feature_levels: L.
         num_queries: number of matching queries (top-k encoder proposals / learned contents).
         embed_dim: C.
         num_classes: K of the encoder class head.
-        query_pos_from: where the matching queries' positions come from:
-            "ref_point_head" (DINO): the decoder computes them at every layer from the current
-            reference box (the decoder must have ``query_pos="ref_point_head"``);
-            "pos_trans" (Deformable-DETR++ with mixed selection): once, from the selected
-            proposal boxes, ``pos_trans_norm(pos_trans(sine(box)))[..., :C]`` with ``pos_trans``
-            a Linear 2C -> 2C and ``pos_trans_norm`` a LayerNorm(2C) (the second half is
-            discarded, as in the official code); the decoder must have ``query_pos="given"``.
         select_by: score of an encoder position for the top-k selection: "max" over the classes
             (DINO) or "first_class", the logit of class 0 (Deformable-DETR, whose encoder head
             is trained with binary labels: see ``DETRCriterion(binary_enc_loss=True)``).
@@ -98,22 +97,13 @@ class DINOTransformer(nn.Module):
         num_queries: int = 900,
         embed_dim: int = 256,
         num_classes: int = 80,
-        query_pos_from: str = "ref_point_head",
         select_by: str = "max",
         enc_outputs: str = "topk",
     ):
         super().__init__()
-        for name, value, allowed in (("query_pos_from", query_pos_from, QUERY_POS_FROM),
-                                     ("select_by", select_by, SELECT_BY), ("enc_outputs", enc_outputs, ENC_OUTPUTS)):
+        for name, value, allowed in (("select_by", select_by, SELECT_BY), ("enc_outputs", enc_outputs, ENC_OUTPUTS)):
             if value not in allowed:
                 raise ValueError(f"DINOTransformer: {name}={value!r}; expected one of {allowed}")
-        expected = "given" if query_pos_from == "pos_trans" else "ref_point_head"
-        if decoder.query_pos_from != expected:
-            raise ValueError(
-                f"DINOTransformer: query_pos_from={query_pos_from!r} needs a decoder built with "
-                f"query_pos={expected!r}, got {decoder.query_pos_from!r}"
-            )
-        self.query_pos_from = query_pos_from
         self.select_by = select_by
         self.enc_outputs = enc_outputs
         self.encoder = encoder
@@ -127,10 +117,16 @@ class DINOTransformer(nn.Module):
         self.tgt_embed = nn.Embedding(num_queries, embed_dim)
         self.enc_class_embed = nn.Linear(embed_dim, num_classes)
         self.enc_bbox_embed = MLP(embed_dim, embed_dim, 4, 3)
-        if query_pos_from == "pos_trans":
+        if self.gives_query_pos:
             self.pos_trans = nn.Linear(2 * embed_dim, 2 * embed_dim)
             self.pos_trans_norm = nn.LayerNorm(2 * embed_dim)
         self.init_weights()
+
+    @property
+    def gives_query_pos(self) -> bool:
+        """True when this transformer computes the matching queries' positions (``pos_trans``):
+        its decoder was built with ``query_pos="given"`` (Deformable-DETR++)."""
+        return self.decoder.query_pos == "given"
 
     def init_weights(self) -> None:
         """Xavier for every matrix except the prediction heads, Deformable-DETR init for the
@@ -190,7 +186,7 @@ class DINOTransformer(nn.Module):
         Returns dict:
             tgt (N, num_queries, C): learned content queries;
             ref_boxes (N, num_queries, 4): detached top-k encoder boxes, normalised cxcywh;
-            query_pos (N, num_queries, C): only with ``query_pos_from="pos_trans"``, the
+            query_pos (N, num_queries, C): only when ``gives_query_pos``, the
             queries' positions ``pos_trans_norm(pos_trans(sine(ref_boxes)))[..., :C]``;
             enc_logits (N, M, K), enc_boxes (N, M, 4): the encoder predictions for the encoder
             loss (gradients flow): of the M = num_queries top-k positions (``enc_outputs="topk"``)
@@ -213,7 +209,7 @@ class DINOTransformer(nn.Module):
         topk_coords = coords_unact.gather(1, topk[..., None].expand(-1, -1, 4)).sigmoid()
         n = memory.shape[0]
         out = {"tgt": self.tgt_embed.weight[None].expand(n, -1, -1), "ref_boxes": topk_coords.detach()}
-        if self.query_pos_from == "pos_trans":
+        if self.gives_query_pos:
             out["query_pos"] = self.proposal_query_pos(out["ref_boxes"])
         if self.enc_outputs == "topk":
             out["enc_logits"] = logits.gather(1, topk[..., None].expand(-1, -1, logits.shape[-1]))
@@ -239,7 +235,7 @@ class DINOTransformer(nn.Module):
     ) -> Dict[str, Tensor]:
         """Run the shared decoder over queries (N, Q, C) with reference boxes (N, Q, 4) on the
         encoder output ``enc``; see ``DINODecoder.forward`` for ``attn_mask``, ``query_pos``
-        (N, Q, C) (with ``query_pos_from="pos_trans"`` only) and the outputs."""
+        (N, Q, C) (only when ``gives_query_pos``) and the outputs."""
         return self.decoder(
             tgt,
             ref_boxes,

@@ -200,6 +200,20 @@ def main(args):
     do_train(args, cfg, model, train_loader)
 
 
+def worker(args):
+    """What ``launch`` runs in every process: ``main``, then a barrier and the teardown of the
+    process group. Without the teardown a gloo worker sometimes aborts at interpreter exit
+    ("terminate called without an active exception", SIGABRT: gloo's threads still hold work when
+    Python finalizes; 1 of 12 two-process CPU runs here), failing a run that had finished."""
+    try:
+        result = main(args)
+        comm.synchronize()  # no rank tears down while another still needs the group
+        return result
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def hide_cuda_for_cpu_workers(args) -> None:
     """Detectron2's launch picks NCCL whenever CUDA is visible; a CPU run (``train.device=cpu``)
     with several processes needs gloo, so hide the GPUs from the spawned workers."""
@@ -215,7 +229,7 @@ if __name__ == "__main__":
         sys.exit("train_net.py: --config-file is required")
     hide_cuda_for_cpu_workers(args)
     launch(
-        main,
+        worker,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,

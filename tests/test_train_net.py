@@ -224,6 +224,41 @@ def test_two_cpu_processes_with_gloo(case, tiny_coco, tmp_path):
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
 
 
+def load_train_net_module():
+    spec = importlib.util.spec_from_file_location("train_net_under_test", os.path.join(ROOT, "train_net.py"))
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    return train_net
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_worker_tears_down_the_process_group(monkeypatch, tmp_path, fails):
+    """launch runs train_net.worker: main, then destroy_process_group, also when main raises
+    (a gloo worker left with its group sometimes aborts at exit, failing a finished run)."""
+    import torch.distributed as dist
+
+    train_net = load_train_net_module()
+
+    def fake_main(args):
+        assert dist.is_initialized()
+        if fails:
+            raise RuntimeError("main failed")
+        return {"bbox": {"AP": 1.0}}
+
+    monkeypatch.setattr(train_net, "main", fake_main)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        if fails:
+            with pytest.raises(RuntimeError, match="main failed"):
+                train_net.worker(None)
+        else:
+            assert train_net.worker(None) == {"bbox": {"AP": 1.0}}
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 @pytest.mark.parametrize(
     "num_gpus, device, hidden",
     [(2, "cpu", True), (2, "cuda", False), (1, "cpu", False)],
@@ -232,9 +267,7 @@ def test_cpu_workers_do_not_see_cuda(monkeypatch, num_gpus, device, hidden):
     """Detectron2's launch picks NCCL whenever CUDA is visible: CPU multi-process runs hide it."""
     import argparse
 
-    spec = importlib.util.spec_from_file_location("train_net_under_test", os.path.join(ROOT, "train_net.py"))
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    train_net = load_train_net_module()
     # setenv (not delenv) so that pytest restores the variable after the test
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "untouched")
     args = argparse.Namespace(

@@ -15,6 +15,7 @@ Distributed training goes through Detectron2's ``launch`` (one process per GPU, 
 ``--num-gpus`` is the number of processes per machine; with ``train.device=cpu`` the processes
 run on the CPU and talk over gloo (CUDA is hidden from them so ``launch`` picks gloo).
 """
+import gc
 import logging
 import os
 import sys
@@ -202,16 +203,20 @@ def main(args):
 
 def worker(args):
     """What ``launch`` runs in every process: ``main``, then a barrier and the teardown of the
-    process group. Without the teardown a gloo worker sometimes aborts at interpreter exit
-    ("terminate called without an active exception", SIGABRT: gloo's threads still hold work when
-    Python finalizes; 1 of 12 two-process CPU runs here), failing a run that had finished."""
+    process group while the interpreter is fully alive. Without it a gloo worker sometimes aborts
+    at interpreter exit ("terminate called without an active exception", SIGABRT: gloo's threads
+    can still hold work with Python references while Python finalizes; 1 of 12 two-process CPU
+    runs here), failing a run that had finished. The garbage collection frees the trainer's
+    reference cycles (DDP model and its reducer, which hold the group) before the teardown."""
     try:
         result = main(args)
+        gc.collect()
         comm.synchronize()  # no rank tears down while another still needs the group
         return result
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        gc.collect()
 
 
 def hide_cuda_for_cpu_workers(args) -> None:

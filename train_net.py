@@ -216,7 +216,7 @@ def worker(args):
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-        gc.collect()
+        gc.collect()  # what only the teardown released (its last references to the group)
 
 
 def hide_cuda_for_cpu_workers(args) -> None:

@@ -5,7 +5,7 @@ evaluated with --eval-only, trained under bf16 / fp16 autocast and with 2 gloo p
 cases train on a 6-image 64x64 COCO-format dataset that this module writes to a temporary directory
 (registered as tiny_train / tiny_val by tests/engine/configs/tiny_data.py): a deliberately tiny
 Detectron2 RetinaNet (tests/engine/configs/tiny_retinanet.py), DINO-R18 of
-configs/dino/dino_r18_shapes.py pointed at the tiny data (tests/engine/configs/dino_r18_tiny.py)
+configs/dino/dino_r18_shapes.py pointed at the tiny data (tests/engine/configs/dino_r18_tiny.py),
 Co-DINO-R18 of configs/co_dino/co_dino_r18_shapes.py (tests/engine/configs/co_dino_r18_tiny.py)
 and Co-Deformable-DETR shrunk to R18 / hidden 128 (tests/engine/configs/co_deformable_detr_tiny.py).
 To add a detector, write such a wrapper config (import the real config, switch the dataset names

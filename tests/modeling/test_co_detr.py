@@ -164,8 +164,8 @@ def test_aux_query_losses_equal_independent_fixed_target_loss():
     calls = []
     decode = model.detector.decode
 
-    def spy(enc, fixed=None, tgt=None, ref_boxes=None):
-        out = decode(enc, fixed, tgt, ref_boxes)
+    def spy(enc, fixed=None, tgt=None, ref_boxes=None, query_pos=None):
+        out = decode(enc, fixed, tgt, ref_boxes, query_pos)
         if tgt is None:  # a positive-query pass: the fixed group alone
             calls.append((fixed, out[0]))
             assert out[1] is None

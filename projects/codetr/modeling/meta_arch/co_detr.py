@@ -114,8 +114,7 @@ class CoDETR(nn.Module):
                 "aux heads; set positive_queries.num_heads to the number of aux heads"
             )
         if positive_queries is not None:
-            given = detector.transformer.decoder.query_pos == "given"
-            if given != (positive_queries.style == "co_deformable"):
+            if detector.transformer.gives_query_pos != (positive_queries.style == "co_deformable"):
                 raise ValueError(
                     f"CoDETR: positive_queries.style={positive_queries.style!r} does not fit a decoder with "
                     f"query_pos={detector.transformer.decoder.query_pos!r} (Co-DINO: 'co_dino' with "

@@ -192,8 +192,8 @@ class DINO(nn.Module):
         if self.training and self.denoising is not None and fixed is None:
             # keeps the label embedding in the graph on batches without boxes (DDP)
             tgt = tgt + 0.0 * self.denoising.label_embedding.weight.sum()
-        pos = {"query_pos": sel["query_pos"]} if "query_pos" in sel else {}  # Deformable-DETR++ only
-        fixed_out, outputs = self.decode(enc, fixed, tgt, sel["ref_boxes"], **pos)
+        # query_pos: Deformable-DETR++ only
+        fixed_out, outputs = self.decode(enc, fixed, tgt, sel["ref_boxes"], query_pos=sel.get("query_pos"))
         outputs["enc_outputs"] = {"pred_logits": sel["enc_logits"], "pred_boxes": sel["enc_boxes"]}
         if fixed_out is not None:
             outputs["dn_outputs"] = fixed_out

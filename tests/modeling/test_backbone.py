@@ -4,7 +4,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 from torch import nn
 
-from codetr.modeling.backbone import ChannelMapper, masked_group_norm
+from codetr.modeling.backbone import ChannelMapper, masked_group_norm, padding_mask_at_stride
 
 
 def _resnet18(out_features):
@@ -43,15 +43,16 @@ def test_masked_group_norm():
     torch.testing.assert_close(masked_group_norm(padded, norm, mask)[:, :, :3, :5], norm(x))
 
 
-def test_channel_mapper_ignores_padding():
+@pytest.mark.parametrize("pad", [128, 96])  # 96: not a multiple of the stride-64 level
+def test_channel_mapper_ignores_padding(pad):
     shapes = {"a": ShapeSpec(channels=6, stride=8), "b": ShapeSpec(channels=10, stride=16)}
     neck = ChannelMapper(shapes, ["a", "b"], out_channels=8, num_outs=4, num_groups=2)
-    image = {"a": torch.randn(1, 6, 8, 4), "b": torch.randn(1, 10, 4, 2)}
+    image = {"a": torch.randn(1, 6, 8, 4), "b": torch.randn(1, 10, 4, 2)}  # a 64 x 32 image
     expected = neck(image)
-    padded = {"a": torch.randn(1, 6, 16, 16), "b": torch.randn(1, 10, 8, 8)}
+    padded = {"a": torch.randn(1, 6, pad // 8, pad // 8), "b": torch.randn(1, 10, pad // 16, pad // 16)}
     padded["a"][:, :, :8, :4] = image["a"]
     padded["b"][:, :, :4, :2] = image["b"]
-    mask = torch.ones(1, 128, 128, dtype=torch.bool)
+    mask = torch.ones(1, pad, pad, dtype=torch.bool)
     mask[:, :64, :32] = False
     outs = neck(padded, mask)
     for out, exp in zip(outs, expected):
@@ -79,3 +80,46 @@ def test_conv_gn_weight_gradient_under_cpu_bf16_autocast_matches_fp32():
             grads.append(layer.conv.weight.grad.clone())
         assert torch.isfinite(grads[1]).all()
         torch.testing.assert_close(grads[1], grads[0], rtol=0.02, atol=0.02 * float(grads[0].abs().max()))
+
+
+def _valid_extent(mask):
+    """(rows, cols) of the valid top-left block of a (H, W) padding mask, checked to be a block."""
+    rows, cols = int((~mask[:, 0]).sum()), int((~mask[0]).sum())
+    expected = torch.ones_like(mask)
+    expected[:rows, :cols] = False
+    assert torch.equal(mask, expected)
+    return rows, cols
+
+
+def test_padding_mask_at_stride_hand_computed():
+    mask = torch.ones(1, 96, 160, dtype=torch.bool)
+    mask[0, :64, :128] = False  # a 64 x 128 image padded to 96 x 160
+    # stride 64: a (2, 3) map; rows centred on pixels 0, 64 -> 1 valid; columns 0, 64, 128 -> 2 valid
+    out = padding_mask_at_stride(mask, 64)
+    assert out.shape == (1, 2, 3)
+    assert out[0].tolist() == [[False, False, True], [True, True, True]]
+    # composition: stride 32 then a stride-2 conv
+    torch.testing.assert_close(padding_mask_at_stride(padding_mask_at_stride(mask, 32), 2), out)
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 3\)"):
+        padding_mask_at_stride(mask, 64, size=(3, 3))
+    with pytest.raises(ValueError, match="stride"):
+        padding_mask_at_stride(mask, 0)
+
+
+def test_padding_mask_at_stride_matches_the_maps_of_the_image_alone():
+    """Independent check against real convolutions: ResNet-18 (stem, max-pool, stride-2 3x3 and
+    1x1 convs) and the neck's extra 3x3 stride-2 levels. For an h x w image padded to H x W, the
+    mask of each level has the shape of the padded map, and its valid block is exactly the map
+    the image gives when run alone, unpadded (the positions centred on the image)."""
+    backbone = _resnet18(["res3", "res4", "res5"]).eval()
+    neck = ChannelMapper(backbone.output_shape(), ["res3", "res4", "res5"], out_channels=8, num_outs=5, num_groups=2)
+    pad_h, pad_w = 200, 136  # no multiple of 64 or 128
+    with torch.no_grad():
+        padded_maps = neck(backbone(torch.zeros(1, 3, pad_h, pad_w)))
+        for h, w in [(200, 136), (129, 65), (97, 100), (64, 33), (31, 1), (1, 130)]:
+            alone = neck(backbone(torch.zeros(1, 3, h, w)))
+            mask = torch.ones(1, pad_h, pad_w, dtype=torch.bool)
+            mask[0, :h, :w] = False
+            for stride, padded_map, alone_map in zip(neck.strides, padded_maps, alone):
+                level_mask = padding_mask_at_stride(mask, stride, padded_map.shape[-2:])
+                assert _valid_extent(level_mask[0]) == tuple(alone_map.shape[-2:]), (h, w, stride)

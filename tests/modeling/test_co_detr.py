@@ -123,6 +123,22 @@ def test_pyramid_levels_and_strides(scales):
     torch.testing.assert_close(list(pyramid.values())[-1], expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("sizes", [[(96, 128), (64, 160)], [(160, 64), (32, 160)]])
+def test_pyramid_of_a_padded_batch_equals_single_image(sizes):
+    """Every pyramid level (the encoder levels and the extra stride-128 one) of an image in a
+    padded batch equals, on the image's own positions, its pyramid alone; the padded sizes are no
+    multiples of 128 (the extra level's mask and GroupNorm statistics must follow the conv)."""
+    model = tiny_co_detr(5).eval()
+    inputs = [make_input(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+    with torch.no_grad():
+        batched = model.pyramid(model.detector.forward_transformer(model.detector.preprocess_image(inputs)))
+        for i, x in enumerate(inputs):
+            single = model.pyramid(model.detector.forward_transformer(model.detector.preprocess_image([x])))
+            for name, s in single.items():
+                h, w = s.shape[-2:]
+                torch.testing.assert_close(batched[name][i, :, :h, :w], s[0], atol=1e-4, rtol=1e-4, msg=name)
+
+
 def _loss_keys(prefix_suffixes):
     return {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in prefix_suffixes}
 

@@ -133,9 +133,20 @@ def test_eval_returns_instances_in_original_coordinates():
         assert (inst.scores[:-1] >= inst.scores[1:]).all() and inst.pred_classes.max() < K
 
 
-def test_batched_inference_equals_single_image():
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [(128, 128), (64, 128)],  # padded to 128 x 128: every level's padded size a multiple of its stride
+        # padded to 96 x 160, not a multiple of the extra level's stride 64: the second image's
+        # 64 rows give ceil(64 / 64) = 1 valid row at stride 64 (row 1 is centred on padding,
+        # pixel row 64), the first image's 128 columns ceil(128 / 64) = 2 valid columns of 3
+        [(96, 128), (64, 160)],
+        [(32, 96), (96, 32), (64, 64)],  # padded to 96 x 96
+    ],
+)
+def test_batched_inference_equals_single_image(sizes):
     model = tiny_dino().eval()
-    inputs = [make_input(128, 128, seed=5), make_input(64, 128, seed=6)]  # padded to 128 x 128
+    inputs = [make_input(h, w, seed=5 + i) for i, (h, w) in enumerate(sizes)]
     with torch.no_grad():
         batched = model(inputs)
         singles = [model([x])[0] for x in inputs]
@@ -144,6 +155,29 @@ def test_batched_inference_equals_single_image():
         torch.testing.assert_close(b.scores, s.scores, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(b.pred_boxes.tensor, s.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
         assert torch.equal(b.pred_classes, s.pred_classes)
+
+
+@pytest.mark.parametrize("sizes", [[(96, 128), (64, 160)], [(32, 96), (96, 32), (64, 64)], [(32, 160), (160, 64)]])
+def test_batched_masks_and_encoder_memory_equal_single_image(sizes):
+    """Per level, an image of a padded batch has exactly the valid positions it has alone (the
+    maps of the image run alone, unpadded), and the encoder memory there equals its own.
+    (Sizes are multiples of 32: PatchBackbone's unpadded patch convs give floor(size / stride)
+    maps, which equal the ceil(size / stride) of a padded conv only at such sizes.)"""
+    model = tiny_dino().eval()
+    inputs = [make_input(h, w, seed=5 + i) for i, (h, w) in enumerate(sizes)]
+    with torch.no_grad():
+        batched = model.forward_transformer(model.preprocess_image(inputs))
+        for i, x in enumerate(inputs):
+            single = model.forward_transformer(model.preprocess_image([x]))
+            assert not single["mask_flatten"].any()  # alone, nothing is padding
+            b_mem = batched["memory"][i].split([h * w for h, w in batched["shapes"]])
+            s_mem = single["memory"][0].split([h * w for h, w in single["shapes"]])
+            for lvl, ((bh, bw), (sh, sw)) in enumerate(zip(batched["shapes"], single["shapes"])):
+                mask = batched["masks"][lvl][i]
+                assert not mask[:sh, :sw].any(), (lvl, (sh, sw))
+                assert mask.sum() == bh * bw - sh * sw, (lvl, (sh, sw), mask.int())
+                got = b_mem[lvl].reshape(bh, bw, -1)[:sh, :sw]
+                torch.testing.assert_close(got, s_mem[lvl].reshape(sh, sw, -1), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("denoising", ["cdn", "dn", None])

@@ -1,24 +1,48 @@
 """ChannelMapper neck (mmdet / detrex): maps backbone levels to one width, adds extra levels.
 
 Padding-aware: GroupNorm statistics are taken over valid (unpadded) positions only, and padded
-positions are zeroed before the extra stride-2 convolutions, so an image's features do not
-depend on how much it was padded in a batch.
+positions are zeroed before each convolution, so an image's features do not depend on how much it
+was padded in a batch. Every level's padding mask comes from :func:`padding_mask_at_stride`.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 
-__all__ = ["ChannelMapper", "downsample_mask", "masked_group_norm"]
+__all__ = ["ChannelMapper", "padding_mask_at_stride", "masked_group_norm"]
 
 
-def downsample_mask(mask: Tensor, size) -> Tensor:
-    """(N, H, W) bool pixel padding mask -> (N, h, w) bool (nearest), True at padding."""
-    return F.interpolate(mask[:, None].float(), size=tuple(size), mode="nearest")[:, 0].bool()
+def padding_mask_at_stride(mask: Tensor, stride: int, size: Optional[Sequence[int]] = None) -> Tensor:
+    """The padding mask of a feature map ``stride`` times coarser than ``mask``'s grid.
+
+    mask (N, H, W) bool, True at padding -> (N, ceil(H / stride), ceil(W / stride)) bool:
+    position (i, j) is padding iff position (stride * i, stride * j) of ``mask`` is, i.e. iff the
+    centre of its receptive field lies in the padding. This is how the convolutions of the pyramid
+    see the image: a k x k convolution (k odd) with padding (k - 1) / 2 and stride s centres its
+    output j on input s * j and has ceil(H / s) outputs (ResNet's 7x7 stem, its max-pool, 3x3 and
+    1x1 stride-2 convs; the 3x3 stride-2 extra levels), and centres compose (stride a, then b: a * b).
+    So an image of h valid rows has ceil(h / stride) valid rows at every level, whatever the padded
+    size: exactly the rows the same image has when it runs alone, unpadded. (Nearest-neighbour
+    resizing of the mask agrees only when the padded size is a multiple of ``stride``.)
+
+    Use it for every level, from the pixel mask with the level's stride or from a level's mask
+    with the stride of the convolution that makes the next one. ``size``: the feature map's
+    (h, w); a map of another size (a backbone that does not produce ceil(H / stride) maps) is
+    an error.
+    """
+    if stride < 1:
+        raise ValueError(f"padding_mask_at_stride: stride must be a positive integer, got {stride}")
+    out = mask[:, ::stride, ::stride]
+    if size is not None and tuple(out.shape[-2:]) != tuple(size):
+        raise ValueError(
+            f"padding_mask_at_stride: a {tuple(mask.shape[-2:])} mask at stride {stride} gives a "
+            f"{tuple(out.shape[-2:])} mask (ceil of size / stride) but the feature map is {tuple(size)}; "
+            "the backbone/neck must produce ceil(input size / stride) maps"
+        )
+    return out
 
 
 def masked_group_norm(x: Tensor, norm: nn.GroupNorm, mask: Optional[Tensor] = None) -> Tensor:
@@ -53,21 +77,27 @@ class ConvGN(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, num_groups: int):
         super().__init__()
+        if kernel_size % 2 != 1:  # the padding-mask rule (padding_mask_at_stride) needs a centred kernel
+            raise ValueError(f"ConvGN: kernel_size must be odd, got {kernel_size}")
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=(kernel_size - 1) // 2)
         self.norm = nn.GroupNorm(num_groups, out_channels)
         nn.init.xavier_uniform_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """x (N, C_in, H, W), mask (N, H', W') bool or None (True at padding) ->
-        (N, C_out, h, w) (float32 on the CPU under autocast)."""
+        """x (N, C_in, H, W), mask (N, H, W) bool or None: the padding mask of x (True at padding)
+        -> (N, C_out, ceil(H / stride), ceil(W / stride)) (float32 on the CPU under autocast).
+        With a mask, padded inputs are zeroed (as beyond an unpadded image) and the GroupNorm
+        statistics are taken over the valid outputs (``padding_mask_at_stride``)."""
+        if mask is not None:
+            x = x.masked_fill(mask[:, None], 0.0)
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
                 x = self.conv(x.float())
         else:
             x = self.conv(x)
         if mask is not None:
-            mask = downsample_mask(mask, x.shape[-2:])
+            mask = padding_mask_at_stride(mask, self.conv.stride[0], x.shape[-2:])
         return masked_group_norm(x, self.norm, mask)
 
 
@@ -126,11 +156,14 @@ class ChannelMapper(nn.Module):
             ``num_outs`` tensors (N, out_channels, h_l, w_l), finest first.
         """
         inputs = [features[f] for f in self.in_features]
-        outs = [conv(x, mask) for conv, x in zip(self.convs, inputs)]
-        x = inputs[-1]
+        masks = [None] * len(inputs)
+        if mask is not None:
+            masks = [padding_mask_at_stride(mask, s, x.shape[-2:]) for s, x in zip(self.strides, inputs)]
+        outs = [conv(x, m) for conv, x, m in zip(self.convs, inputs, masks)]
+        x, x_mask = inputs[-1], masks[-1]
         for conv in self.extra_convs:
-            if mask is not None:  # the stride-2 conv must see zeros beyond the image, as unpadded
-                x = x.masked_fill(downsample_mask(mask, x.shape[-2:])[:, None], 0.0)
-            x = conv(x, mask)
+            x = conv(x, x_mask)
+            if x_mask is not None:
+                x_mask = padding_mask_at_stride(x_mask, 2, x.shape[-2:])
             outs.append(x)
         return outs

@@ -164,8 +164,7 @@ class CoDETR(nn.Module):
         level (3x3 stride-2 conv + GN on the last one; GN statistics over valid positions)."""
         levels = self.detector.transformer.split_memory(enc)
         mask = enc["masks"][-1] if bool(enc["mask_flatten"].any()) else None
-        last = levels[-1] if mask is None else levels[-1].masked_fill(mask[:, None], 0.0)
-        levels.append(self.downsample(last, mask))
+        levels.append(self.downsample(levels[-1], mask))  # zeroes the padding; GN over valid outputs
         return dict(zip(self.pyramid_names, levels))
 
     def aux_losses(self, images: ImageList, enc: Dict, batched_inputs: List[Dict], norm_sizes) -> Dict[str, Tensor]:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from codetr.layers.nms import batched_nms, batched_soft_nms
-from codetr.modeling.backbone import ChannelMapper, downsample_mask
+from codetr.modeling.backbone import ChannelMapper, padding_mask_at_stride
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.denoising import DenoisingGenerator, FixedTargetQueries
 from codetr.modeling.transformer import DINOTransformer
@@ -175,7 +175,7 @@ class DINO(nn.Module):
         ``DINOTransformer.split_memory(enc)`` gives the memory back as L maps (Co-DETR's pyramid).
         """
         features = self.neck(self.backbone(images.tensor), images.mask)
-        masks = [downsample_mask(images.mask, f.shape[-2:]) for f in features]
+        masks = [padding_mask_at_stride(images.mask, s, f.shape[-2:]) for s, f in zip(self.neck.strides, features)]
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
         enc = self.transformer.encode(features, masks, pos)
         enc.update(features=features, masks=masks)

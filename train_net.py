@@ -9,7 +9,8 @@
 The config defines ``model``, ``dataloader`` (``train``, ``test``, ``evaluator``), ``optimizer``,
 ``lr_multiplier`` and ``train`` (see configs/common/train.py for every ``train.*`` field).
 Schedules are in epochs: ``train.max_iter`` / ``train.iters_per_epoch`` are derived from the
-training set's size unless given (codetr.engine.resolve_schedule).
+training set's size unless given (codetr.engine.resolve_schedule); LR milestones, warm-up and
+TOOD's assigner switch are fractions of the run, so they follow a given ``train.max_iter``.
 
 Distributed training goes through Detectron2's ``launch`` (one process per GPU, DDP, NCCL).
 ``--num-gpus`` is the number of processes per machine; with ``train.device=cpu`` the processes

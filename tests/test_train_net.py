@@ -278,11 +278,27 @@ def test_cpu_workers_do_not_see_cuda(monkeypatch, num_gpus, device, hidden):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ("" if hidden else "untouched")
 
 
-def test_model_config_reads_iters_per_epoch_derived_from_the_dataset(tiny_coco, tmp_path):
+@pytest.mark.parametrize(
+    "overrides, max_iter, switch, lr_steps",
+    [
+        # max_iter from the dataset: 2 epochs x (6 images / batch 2) = 6; switch at 1/3 of the run
+        # (2/3 of 2 epochs); LR steps at 8/12 and 11/12 of it: 4 and 6 (= max_iter: never acts)
+        ((), 6, 2, [4]),
+        # max_iter given: the same fractions of 12 iterations
+        (("train.max_iter=12",), 12, 4, [8, 11]),
+    ],
+)
+def test_schedule_follows_max_iter_and_is_logged(tiny_coco, tmp_path, overrides, max_iter, switch, lr_steps):
     """train_net resolves the schedule before building the model: TOOD's head reads
-    "${train.iters_per_epoch}" (6 images / batch 2 = 3) and switches ATSS -> TAL after 2/3 epoch."""
+    "${train.epochs}" / "${train.max_iter}" and switches ATSS -> TAL at the same fraction of the run
+    whether max_iter comes from the dataset or the command line; the LR steps follow too, and the
+    resolved schedule is logged at start."""
     out = str(tmp_path / "tood")
-    log = run_train_net(TrainNetCase("tests/engine/configs/tood_r18_tiny.py"), tiny_coco, out, "train.max_iter=4",
+    log = run_train_net(TrainNetCase("tests/engine/configs/tood_r18_tiny.py"), tiny_coco, out, *overrides,
                         "train.eval_period=100")
+    assert f"3 iterations per epoch; max_iter={max_iter}" in log, log[-3000:]
+    assert f"ATSS -> TAL switch at iteration {switch} " in log, log[-3000:]
+    assert f"LR schedule: max_iter={max_iter}; x0.1 at iterations {lr_steps}" in log, log[-3000:]
     assert "TOODHead: ATSS assignment from iteration 0" in log, log[-3000:]
-    assert "TOODHead: task-aligned (TAL) assignment from iteration 2" in log, log[-3000:]
+    assert f"TOODHead: task-aligned (TAL) assignment from iteration {switch}" in log, log[-3000:]
+    assert training_iterations(read_metrics(out))[-1] == max_iter - 1

@@ -144,6 +144,8 @@ def benchmark(cfg, args, reference_op: Optional[bool]) -> Dict:
         # no dataset here: give schedule-dependent model parts (TOOD's ATSS epochs) a defined
         # value; outside a trainer the iteration is 0, so such a model runs its first phase
         cfg.train.iters_per_epoch = 1
+        if cfg.train.get("max_iter", 0) is None:
+            cfg.train.max_iter = max(1, int(round(cfg.train.epochs)))
     model = instantiate(cfg.model).to(device)
     found = set_reference_op(model, reference_op) if reference_op is not None else 0
     if reference_op and found == 0:

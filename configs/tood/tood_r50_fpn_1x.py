@@ -9,9 +9,12 @@ Data: mmdet's 1x pipeline (flip, resize to short side 800 / long side <= 1333), 
 boxes filtered (mmdet's CocoDataset default). Test: top 1000 per level, score > 0.05, class-wise
 NMS 0.6, 100 detections.
 
-The head's ATSS -> TAL switch (``initial_epochs * iters_per_epoch``) reads
-``train.iters_per_epoch``, which train_net.py derives from the training set and the total batch
-size before it builds the model (117266 COCO train2017 images with boxes / 16 = 7330).
+The head's ATSS -> TAL switch, like the LR milestones and the warm-up, is a fraction of the
+run: iteration ``round(initial_epochs / train.epochs * train.max_iter)``, where train_net.py
+derives ``train.max_iter`` from the training set and the total batch size before it builds the
+model (117266 COCO train2017 images with boxes / 16 = 7330 per epoch: switch at 29320, LR steps
+at 58640 and 80630, 500 warm-up iterations) unless ``train.max_iter`` is given (then all of them
+scale with it).
 """
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet
@@ -48,7 +51,8 @@ model = L(TOOD)(
         anchor_type="anchor_free",
         anchor_scale=8.0,
         initial_epochs=4,
-        iters_per_epoch="${train.iters_per_epoch}",
+        epochs="${train.epochs}",
+        max_iter="${train.max_iter}",
         atss_topk=9,
         tal_topk=13,
         alpha=1.0,

@@ -73,7 +73,9 @@ def test_config_instantiates(path):
     for key, value in SHRINK.items():
         _set_if_present(cfg, key, value)
     if "train" in cfg and cfg.train.get("iters_per_epoch") is None:
-        cfg.train.iters_per_epoch = 10  # train_net.py derives it from the dataset before building the model
+        # train_net.py derives these from the dataset before building the model
+        cfg.train.iters_per_epoch = 10
+        cfg.train.max_iter = int(round(cfg.train.epochs * 10))
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     assert isinstance(model, torch.nn.Module)

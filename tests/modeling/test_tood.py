@@ -20,7 +20,7 @@ WIDTH = 16
 
 
 
-def tiny_tood(initial_epochs=1, iters_per_epoch=3, **head_kw):
+def tiny_tood(initial_epochs=1, epochs=12, max_iter=36, **head_kw):
     torch.manual_seed(0)
     # a narrow one-block-per-stage ResNet: the structure of R18, small enough for CPU tests
     stages = [
@@ -32,7 +32,7 @@ def tiny_tood(initial_epochs=1, iters_per_epoch=3, **head_kw):
     head = TOODHead(
         num_classes=4, in_features=["p3", "p4", "p5", "p6", "p7"], strides=[8, 16, 32, 64, 128],
         in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=2, num_groups=4, anchor_scale=4,
-        initial_epochs=initial_epochs, iters_per_epoch=iters_per_epoch, **head_kw,
+        initial_epochs=initial_epochs, epochs=epochs, max_iter=max_iter, **head_kw,
     )
     return TOOD(backbone, head)
 
@@ -79,9 +79,19 @@ def test_training_step_bf16_autocast_finite():
         assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize(
+    "initial_epochs, epochs, max_iter, switch",
+    [(2, 12, 36, 6), (4, 12, 300, 100), (4, 12, 40, 13), (2 / 3, 2, 4, 1), (1, 3, 2, 1)],  # round(e / E * max_iter)
+)
+def test_switch_iteration_is_a_fraction_of_the_run(initial_epochs, epochs, max_iter, switch):
+    head = tiny_tood(initial_epochs=initial_epochs, epochs=epochs, max_iter=max_iter).head
+    assert head.initial_iters == switch
+    assert [head.use_initial_assigner(i) for i in (switch - 1, switch)] == [True, False]
+
+
 def test_atss_to_tal_switch_at_the_configured_iteration(monkeypatch):
-    # initial_epochs 2 x iters_per_epoch 3: ATSS for iterations 0..5, TAL from 6 on
-    model = tiny_tood(initial_epochs=2, iters_per_epoch=3)
+    # epoch 2 of a 12-epoch schedule run in 36 iterations: ATSS for iterations 0..5, TAL from 6 on
+    model = tiny_tood(initial_epochs=2, epochs=12, max_iter=36)
     model.train()
     assert model.head.initial_iters == 6
     calls = []

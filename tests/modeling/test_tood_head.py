@@ -181,7 +181,7 @@ def _fake_predictions(head, feats, seed=0):
 
 @pytest.mark.parametrize("initial", [True, False])
 def test_head_losses_match_the_formulas(initial):
-    head = tiny_head(initial_epochs=1, iters_per_epoch=10, anchor_scale=4)  # 32 / 64 px anchors
+    head = tiny_head(initial_epochs=1, epochs=12, max_iter=120, anchor_scale=4)  # 32 / 64 px anchors; TAL from 10
     feats = [torch.zeros(2, 16, 8, 8), torch.zeros(2, 16, 4, 4)]
     anchors, logits, boxes = _fake_predictions(head, feats)
     gts = [_instances(64, 64, [[5, 6, 40, 30], [20, 18, 60, 62]], [0, 2]), _instances(60, 50, [[10, 10, 40, 45]], [1])]
@@ -259,9 +259,11 @@ def test_head_losses_without_objects_are_finite_and_keep_the_graph():
     assert head.tood_reg.weight.grad is not None and samples.pos_boxes[0].shape == (0, 4)
 
 
-def test_head_needs_iters_per_epoch_for_initial_epochs():
+def test_head_needs_the_schedule_for_initial_epochs():
     head = tiny_head(initial_epochs=2)
-    with pytest.raises(ValueError, match="iters_per_epoch"):
+    with pytest.raises(ValueError, match="epochs and max_iter"):
         head.use_initial_assigner(0)
+    with pytest.raises(ValueError, match="exceeds"):
+        tiny_head(initial_epochs=13, epochs=12, max_iter=100)
     with pytest.raises(ValueError, match="anchor_type"):
         tiny_head(anchor_type="free")

@@ -3,7 +3,7 @@ EMA, epoch-based schedules, optimizer parameter groups and prediction visualisat
 from .data import build_train_loader
 from .ema import EMAHook, build_model_ema, ema_has_weights
 from .optim import DEFAULT_EMBED_NAMES, get_optimizer_params
-from .schedule import iters_per_epoch, multistep_lr_schedule, resolve_schedule
+from .schedule import iters_per_epoch, multistep_lr_schedule, resolve_schedule, schedule_iteration, warmup_length
 from .trainer import Trainer, parse_amp_dtype
 from .visualize import require_visualizer, save_prediction_images
 
@@ -17,6 +17,8 @@ __all__ = [
     "iters_per_epoch",
     "multistep_lr_schedule",
     "resolve_schedule",
+    "schedule_iteration",
+    "warmup_length",
     "Trainer",
     "parse_amp_dtype",
     "require_visualizer",

@@ -4,6 +4,6 @@ from .dino_r18_tiny import dataloader  # noqa: F401  (the tiny data, 6 train ima
 from .tiny_data import TINY_NUM_CLASSES
 
 model.head.num_classes = TINY_NUM_CLASSES
-model.head.initial_epochs = 2 / 3  # 3 iterations per epoch: ATSS for iterations 0, 1; TAL from 2
+model.head.initial_epochs = 2 / 3  # 1/3 of the 2-epoch schedule: round(max_iter / 3) ATSS iterations
 lr_multiplier.warmup_iters = 0
 train.output_dir = "./output/tood_r18_tiny"

@@ -18,7 +18,8 @@ Per level (weights shared across levels):
 - One square anchor of side ``anchor_scale * stride`` per location (Detectron2's
   ``DefaultAnchorGenerator``, offset 0, i.e. centred at ``(x, y) * stride``).
 
-Training: the ATSS assigner for the first ``initial_epochs`` (focal loss on the score, GIoU
+Training: the ATSS assigner for the first ``initial_epochs`` of the ``epochs``-epoch schedule,
+i.e. up to iteration ``round(initial_epochs / epochs * max_iter)`` (focal loss on the score, GIoU
 weighted by the centerness target), then TAL (quality focal loss with the normalised alignment
 ``t_hat`` as soft target, GIoU weighted by ``t_hat``). Normalisers (sum of ``t_hat``; number of
 positives / sum of centerness in the ATSS epochs) are all-reduced, clamped >= 1. Assignment and
@@ -44,6 +45,7 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from codetr.engine.schedule import schedule_iteration
 from codetr.modeling.heads.postprocess import dense_detections
 from codetr.modeling.assigners import atss_assign, tal_assign
 from codetr.modeling.criterion import reduce_num_boxes
@@ -155,8 +157,11 @@ class TOODHead(nn.Module):
             (deltas of the anchor box, ``Box2BoxTransform`` weights (10, 10, 5, 5)).
         anchor_scale: side of the square anchor in strides (8).
         initial_epochs: epochs trained with the ATSS assigner before TAL (4 in the 1x schedule;
-            0 = TAL from the start). iters_per_epoch: converts them to iterations; the current
-            iteration is Detectron2's ``get_event_storage().iter`` (0 outside a trainer).
+            0 = TAL from the start), as epochs of the ``epochs``-epoch schedule (``train.epochs``)
+            run in ``max_iter`` iterations (``train.max_iter``): the switch is at iteration
+            ``round(initial_epochs / epochs * max_iter)`` (``codetr.engine.schedule_iteration``),
+            the same fraction of the run whatever its length. The current iteration is
+            Detectron2's ``get_event_storage().iter`` (0 outside a trainer).
         atss_topk, tal_topk, alpha, beta: assigner parameters (9; 13, 1, 6).
         weight_cls, weight_bbox: loss weights (1, GIoU 2). loss_scale: multiplies both (Co-DETR).
         focal_alpha, focal_gamma, qfl_beta: focal loss (ATSS epochs) and QFL parameters.
@@ -179,7 +184,8 @@ class TOODHead(nn.Module):
         anchor_scale: float = 8.0,
         prior_prob: float = 0.01,
         initial_epochs: float = 0,
-        iters_per_epoch: Optional[int] = None,
+        epochs: Optional[float] = None,
+        max_iter: Optional[int] = None,
         atss_topk: int = 9,
         tal_topk: int = 13,
         alpha: float = 1.0,
@@ -203,12 +209,20 @@ class TOODHead(nn.Module):
             raise ValueError(f"TOODHead: anchor_type={anchor_type!r}; expected one of {ANCHOR_TYPES}")
         if initial_epochs < 0:
             raise ValueError(f"TOODHead: initial_epochs must be >= 0, got {initial_epochs}")
+        if epochs is not None and initial_epochs > epochs:
+            raise ValueError(f"TOODHead: initial_epochs={initial_epochs} exceeds the schedule's epochs={epochs}")
         self.num_classes = num_classes
         self.in_features = list(in_features)
         self.strides = list(strides)
         self.anchor_type = anchor_type
         self.initial_epochs = initial_epochs
-        self.iters_per_epoch = iters_per_epoch
+        self.epochs = epochs
+        self.max_iter = max_iter
+        if initial_epochs > 0 and epochs is not None and max_iter is not None:
+            logger.info(
+                "TOODHead: ATSS -> TAL switch at iteration %d (epoch %g of the %g-epoch schedule, max_iter=%d)",
+                self.initial_iters, initial_epochs, epochs, max_iter,
+            )
         self.atss_topk, self.tal_topk, self.alpha, self.beta = atss_topk, tal_topk, alpha, beta
         self.weight_cls, self.weight_bbox, self.loss_scale = weight_cls, weight_bbox, loss_scale
         self.focal_alpha, self.focal_gamma, self.qfl_beta = focal_alpha, focal_gamma, qfl_beta
@@ -253,16 +267,17 @@ class TOODHead(nn.Module):
     # ------------------------------------------------------------------ schedule
     @property
     def initial_iters(self) -> int:
-        """Iterations trained with the ATSS assigner (``initial_epochs * iters_per_epoch``)."""
+        """Iterations trained with the ATSS assigner: ``round(initial_epochs / epochs * max_iter)``."""
         if self.initial_epochs == 0:
             return 0
-        if self.iters_per_epoch is None:
+        if self.epochs is None or self.max_iter is None:
             raise ValueError(
-                f"TOODHead: initial_epochs={self.initial_epochs} needs iters_per_epoch (None); set "
-                "it in the config (e.g. head.iters_per_epoch='${train.iters_per_epoch}' with "
-                "train.iters_per_epoch given) or set initial_epochs=0"
+                f"TOODHead: initial_epochs={self.initial_epochs} needs the schedule's epochs and max_iter "
+                f"(got epochs={self.epochs}, max_iter={self.max_iter}); set them in the config (head.epochs="
+                "'${train.epochs}', head.max_iter='${train.max_iter}', which train_net.py resolves) or set "
+                "initial_epochs=0"
             )
-        return int(round(self.initial_epochs * self.iters_per_epoch))
+        return schedule_iteration(self.initial_epochs, self.epochs, self.max_iter, "TOODHead initial_epochs")
 
     @staticmethod
     def current_iteration() -> int:

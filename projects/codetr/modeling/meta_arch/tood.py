@@ -47,7 +47,7 @@ class TOOD(nn.Module):
     Args:
         backbone: a Detectron2 ``Backbone`` returning the pyramid the head reads (FPN P3..P7).
         head: ``TOODHead`` (its ``in_features`` name the backbone outputs it uses; its
-            ``initial_epochs`` / ``iters_per_epoch`` set the ATSS -> TAL switch).
+            ``initial_epochs`` / ``epochs`` / ``max_iter`` set the ATSS -> TAL switch).
         pixel_mean, pixel_std: RGB normalisation of the uint8 input images.
         input_format: "RGB" (the data interface) or "BGR" (images are flipped to RGB).
         size_divisibility: pad batched images to a multiple of this (mmdet: 32).

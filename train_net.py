@@ -34,6 +34,7 @@ from detectron2.utils.logger import setup_logger
 from codetr.engine import (
     EMAHook,
     Trainer,
+    apply_overrides_strict,
     build_model_ema,
     build_train_loader,
     ema_has_weights,
@@ -47,8 +48,10 @@ logger = logging.getLogger("codetr")
 
 
 def load_config(args):
+    """The LazyConfig with the command-line overrides; an unknown key is an error naming the
+    closest valid one (``+key=value`` adds a key on purpose; codetr.engine.apply_overrides_strict)."""
     cfg = LazyConfig.load(args.config_file)
-    return LazyConfig.apply_overrides(cfg, args.opts)
+    return apply_overrides_strict(cfg, args.opts)
 
 
 def check_device(device: str) -> None:

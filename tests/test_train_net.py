@@ -279,6 +279,25 @@ def test_cpu_workers_do_not_see_cuda(monkeypatch, num_gpus, device, hidden):
 
 
 @pytest.mark.parametrize(
+    "override, expected",
+    [("train.max_iters=5", "did you mean 'train.max_iter'"), ("train.foo=1", "no key 'foo' under 'train'")],
+)
+def test_unknown_override_fails_at_start(tiny_coco, tmp_path, override, expected):
+    """A typo in an override stops train_net.py before anything is built, with the key named
+    (it used to train with the default)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(ROOT, "projects"), env.get("PYTHONPATH")) if p)
+    env.update(CODETR_TINY_COCO=tiny_coco, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", "tests/engine/configs/tiny_retinanet.py",
+           "train.device=cpu", f"train.output_dir={tmp_path}", "train.max_iter=2", override]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert expected in proc.stdout, proc.stdout[-3000:]
+    assert not os.listdir(tmp_path)  # nothing ran: no log, no checkpoint
+
+
+@pytest.mark.parametrize(
     "overrides, max_iter, switch, lr_steps",
     [
         # max_iter from the dataset: 2 epochs x (6 images / batch 2) = 6; switch at 1/3 of the run

@@ -247,7 +247,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    from codetr.engine import apply_overrides_strict  # unknown keys are errors, as in train_net.py
+
+    cfg = apply_overrides_strict(LazyConfig.load(args.config_file), args.opts)
     if args.compare:
         rows = [benchmark(cfg, args, reference_op=False), benchmark(cfg, args, reference_op=True)]
         lines = [row(args, r) for r in rows] + [ratio_row(args, rows[1], rows[0])]

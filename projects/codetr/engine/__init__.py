@@ -1,5 +1,7 @@
 """What ``train_net.py`` needs beyond Detectron2: a device-agnostic AMP / grad-clip trainer, model
-EMA, epoch-based schedules, optimizer parameter groups and prediction visualisation."""
+EMA, epoch-based schedules, strict config overrides, optimizer parameter groups and prediction
+visualisation."""
+from .config import apply_overrides_strict
 from .data import build_train_loader
 from .ema import EMAHook, build_model_ema, ema_has_weights
 from .optim import DEFAULT_EMBED_NAMES, get_optimizer_params
@@ -8,6 +10,7 @@ from .trainer import Trainer, parse_amp_dtype
 from .visualize import require_visualizer, save_prediction_images
 
 __all__ = [
+    "apply_overrides_strict",
     "build_train_loader",
     "EMAHook",
     "build_model_ema",

@@ -1,0 +1,118 @@
+"""Command-line overrides that refuse unknown keys.
+
+Detectron2's ``LazyConfig.apply_overrides`` creates any key it is given, so a typo
+(``train.max_iters=5``, ``train.foo=1``) runs silently with the default. :func:`apply_overrides_strict`
+checks every override against the config first and raises a ``ValueError`` naming the unknown key
+and the closest existing ones (``difflib``). An override ``a.b.c=v`` is accepted when
+
+- ``a.b.c`` already exists (its value may be anything, including ``None``), or
+- a prefix ``a`` / ``a.b`` is a LazyCall node (it has ``_target_``) whose target accepts the next
+  component as a keyword argument (``inspect.signature``; a ``**kwargs`` target or one without a
+  signature accepts anything): ``model.size_divisibility=32`` adds an argument the config left at
+  its default; the components below it are created, or
+- it is written ``+a.b.c=v`` (Hydra's convention for adding a key; an error when the key exists)
+  or ``++a.b.c=v`` (add or replace).
+
+The values are then applied by ``LazyConfig.apply_overrides`` (Hydra's override grammar), so they
+parse exactly as in Detectron2.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, List, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from detectron2.config import LazyConfig
+from detectron2.utils.registry import locate
+
+__all__ = ["apply_overrides_strict", "check_override_key"]
+
+
+def _target_accepts(node: DictConfig, name: str) -> bool:
+    """Whether the LazyCall ``node``'s target takes a keyword argument ``name`` (True when its
+    signature is unknown or has ``**kwargs``)."""
+    target = node._target_
+    if isinstance(target, str):
+        try:
+            target = locate(target)
+        except Exception:  # an unresolvable target fails at instantiate(); accept here
+            return True
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # builtins and the like: no schema to check against
+        return True
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        or (p.name == name and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
+        for p in params
+    )
+
+
+def _unknown(key: str, prefix: str, name: str, candidates: Sequence[str]) -> ValueError:
+    where = f"under {prefix!r}" if prefix else "at the top level"
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(repr(f'{prefix}.{c}' if prefix else c) for c in close)}? " if close else ""
+    return ValueError(
+        f"config override {key!r}: there is no key {name!r} {where}; {hint}"
+        f"valid keys there: {sorted(candidates)}. Write +{key}=... to add a new key on purpose."
+    )
+
+
+def check_override_key(cfg: DictConfig, key: str) -> None:
+    """Raise ``ValueError`` unless ``key`` (dotted) may be set by a plain ``key=value`` override
+    (see the module docstring for the rule)."""
+    parts = key.split(".")
+    node: Any = cfg
+    for i, name in enumerate(parts):
+        prefix = ".".join(parts[:i])
+        if isinstance(node, ListConfig):
+            if not (name.lstrip("-").isdigit() and -len(node) <= int(name) < len(node)):
+                raise ValueError(
+                    f"config override {key!r}: {prefix!r} is a list of {len(node)} items; {name!r} is not an index of it"
+                )
+            node = node[int(name)]
+            continue
+        if not isinstance(node, DictConfig):
+            raise ValueError(
+                f"config override {key!r}: {prefix!r} is a {type(node).__name__} ({node!r}), not a config node "
+                f"that could hold {name!r}"
+            )
+        if name in node.keys():
+            node = node._get_node(name)
+            if not isinstance(node, (DictConfig, ListConfig)):
+                node = node._value()
+            continue
+        if "_target_" in node and _target_accepts(node, name):
+            return  # a keyword argument of the LazyCall left at its default; the rest is created
+        raise _unknown(key, prefix, name, [k for k in node.keys() if k != "_target_"])
+
+
+def apply_overrides_strict(cfg: DictConfig, overrides: List[str]) -> DictConfig:
+    """``LazyConfig.apply_overrides(cfg, overrides)`` after checking every key (in place; returns
+    ``cfg``). Unknown keys raise ``ValueError`` naming the key and the closest valid ones."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        key = parsed.key_or_group
+        if parsed.is_delete():
+            raise ValueError(f"config override {override!r}: deleting keys (~key) is not supported")
+        if parsed.is_force_add():
+            continue
+        if parsed.is_add():
+            try:
+                exists = OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False) is not _MISSING
+            except Exception:  # a non-config on the path: LazyConfig.apply_overrides reports it
+                exists = False
+            if exists:
+                raise ValueError(
+                    f"config override {override!r}: {key!r} already exists; drop the '+' to change it "
+                    f"(or write ++{key}=... to add or replace)"
+                )
+            continue
+        check_override_key(cfg, key)
+    return LazyConfig.apply_overrides(cfg, overrides)
+
+
+_MISSING = object()

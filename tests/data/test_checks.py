@@ -98,6 +98,7 @@ def test_objects_per_image(caplog):
     [
         ("dino_r18_tiny.py", 2, 20, 20),
         ("co_dino_r18_tiny.py", 2, 20, 20),
+        ("co_deformable_detr_tiny.py", 2, 20, 20),
         ("tood_r18_tiny.py", 2, None, 100),
         ("tiny_retinanet.py", 2, None, 100),
     ],
@@ -109,6 +110,16 @@ def test_model_limits_from_configs(config, num_classes, queries, detections):
     model = instantiate(cfg.model)
     assert model_num_classes(model) == num_classes
     assert model_output_limits(model) == {"queries": queries, "detections": detections}
+
+
+def test_model_limits_of_co_detr_evaluating_an_aux_head():
+    """Co-DINO evaluated with its one-stage (ATSS) head outputs what that head keeps (its
+    ``test_detections_per_image``, set here to 37), not the DETR decoder's 20."""
+    cfg = LazyConfig.load(os.path.join(TINY, "co_dino_r18_tiny.py"))
+    cfg.model.eval_module = "one-stage"
+    cfg.model.aux_heads[cfg.model.eval_heads["one-stage"]].test_detections_per_image = 37
+    model = instantiate(cfg.model)
+    assert model_output_limits(model) == {"queries": 20, "detections": 37}
 
 
 def _tiny_coco(root):

@@ -4,6 +4,7 @@ COCOEvaluator on predictions equal to the ground truth, which must give AP 100."
 import json
 import logging
 import os
+import tempfile
 import uuid
 
 import numpy as np
@@ -174,3 +175,14 @@ def test_sanitize_is_pure():
     assert report.annotation_id_shift == 1 and report.invalid_boxes == 0
     assert report.dropped_categories == [{"id": 0, "name": "_background_"}]
     assert report.num_annotations == 6
+
+
+def test_unwritable_cache_falls_back_to_tmp(tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("CODETR_CACHE", str(blocker))  # cannot hold a coco_json/ folder
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    json_file, root = write_json(tmp_path, labelme_like())
+    name = register_coco_json(_name("fallback"), json_file, root)
+    path = MetadataCatalog.get(name).json_file
+    assert path.startswith(str(tmp_path / "tmp")) and os.path.isfile(path)

@@ -239,7 +239,8 @@ def prepare_coco_json(json_file: str, out_dir: Optional[str] = None) -> Tuple[st
     Returns:
         (``json_file`` itself when nothing needed correcting, else the path of the corrected copy
         in ``out_dir`` (default :func:`cache_dir`), named after the file and a hash of its bytes;
-        the report)
+        the report). When the default cache folder cannot be written, a folder under the system's
+        temporary directory is used instead.
     """
     with open(json_file, "rb") as f:
         raw = f.read()
@@ -248,7 +249,14 @@ def prepare_coco_json(json_file: str, out_dir: Optional[str] = None) -> Tuple[st
         return json_file, report
     digest = hashlib.sha1(raw + f"codetr-coco-json-v{_VERSION}".encode()).hexdigest()[:16]
     stem = os.path.splitext(os.path.basename(json_file))[0]
-    path = os.path.join(out_dir or cache_dir(), f"{stem}-{digest}.json")
-    if not os.path.isfile(path):
-        _write_atomic(path, data)
-    return path, report
+    folders = [out_dir] if out_dir else [cache_dir(), os.path.join(tempfile.gettempdir(), f"codetr-{os.getuid()}", "coco_json")]
+    for i, folder in enumerate(folders):
+        path = os.path.join(folder, f"{stem}-{digest}.json")
+        try:
+            if not os.path.isfile(path):
+                _write_atomic(path, data)
+            return path, report
+        except OSError:
+            if i + 1 == len(folders):
+                raise
+    raise AssertionError("unreachable")

@@ -12,7 +12,9 @@
 #
 # Usage: bash tools/fetch_test_data.sh [python]   (python with pip; default: .venv/bin/python)
 # Idempotent (a complete source is kept) and never fails: a source that cannot be fetched (no
-# network, not a Debian system) is reported here, and the tests that need it skip saying so.
+# network, not a Debian system; each download gives up after 5 min) is reported here, and the
+# tests that need it skip saying so. As root, the apt lists are refreshed when the package is
+# not found in them.
 set -u
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,9 +35,9 @@ fetch_labelme() {
         echo "[testdata] labelme-examples: skipped (needs apt-get and dpkg-deb: a Debian/Ubuntu system)"
         return 0
     fi
-    ( cd "$TMP" && apt-get download -q labelme-examples >/dev/null 2>&1 ) \
-        || { [[ "$(id -u)" == 0 ]] && apt-get update -qq >/dev/null 2>&1 \
-             && ( cd "$TMP" && apt-get download -q labelme-examples >/dev/null 2>&1 ); }
+    ( cd "$TMP" && timeout 300 apt-get download -q labelme-examples >/dev/null 2>&1 ) \
+        || { [[ "$(id -u)" == 0 ]] && timeout 300 apt-get update -qq >/dev/null 2>&1 \
+             && ( cd "$TMP" && timeout 300 apt-get download -q labelme-examples >/dev/null 2>&1 ); }
     local deb
     deb="$(ls "$TMP"/labelme-examples_*.deb 2>/dev/null | head -n1)"
     if [[ -z "$deb" ]]; then
@@ -54,7 +56,7 @@ fetch_labelme() {
 fetch_deepforest() {
     local out="$DEST/deepforest"
     [[ -f "$out/.complete" ]] && return 0
-    if ! "$PY" -m pip download -q --no-deps --only-binary :all: "deepforest==$DEEPFOREST_VERSION" -d "$TMP/whl" >/dev/null 2>&1; then
+    if ! timeout 300 "$PY" -m pip download -q --no-deps --only-binary :all: "deepforest==$DEEPFOREST_VERSION" -d "$TMP/whl" >/dev/null 2>&1; then
         echo "[testdata] deepforest==$DEEPFOREST_VERSION: pip download failed (no network or no pip in $PY)"
         return 0
     fi

@@ -303,15 +303,16 @@ def test_unknown_override_fails_at_start(tiny_coco, tmp_path, override, expected
         # max_iter from the dataset: 2 epochs x (6 images / batch 2) = 6; switch at 1/3 of the run
         # (2/3 of 2 epochs); LR steps at 8/12 and 11/12 of it: 4 and 6 (= max_iter: never acts)
         ((), 6, 2, [4]),
-        # max_iter given: the same fractions of 12 iterations
+        # max_iter given, or the run made longer in epochs: the same fractions of 12 iterations
         (("train.max_iter=12",), 12, 4, [8, 11]),
+        (("train.epochs=4",), 12, 4, [8, 11]),
     ],
 )
 def test_schedule_follows_max_iter_and_is_logged(tiny_coco, tmp_path, overrides, max_iter, switch, lr_steps):
     """train_net resolves the schedule before building the model: TOOD's head reads
-    "${train.epochs}" / "${train.max_iter}" and switches ATSS -> TAL at the same fraction of the run
-    whether max_iter comes from the dataset or the command line; the LR steps follow too, and the
-    resolved schedule is logged at start."""
+    "${train.max_iter}" and switches ATSS -> TAL at the same fraction of the run (epoch 2/3 of its
+    2-epoch schedule) whether max_iter comes from the dataset, from train.epochs or from the command
+    line; the LR steps follow too, and the resolved schedule is logged at start."""
     out = str(tmp_path / "tood")
     log = run_train_net(TrainNetCase("tests/engine/configs/tood_r18_tiny.py"), tiny_coco, out, *overrides,
                         "train.eval_period=100")

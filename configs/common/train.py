@@ -9,8 +9,9 @@ train = dict(
     init_checkpoint="",
     # length in epochs; max_iter and iters_per_epoch are filled from the training dataset's size
     # and dataloader.train.total_batch_size when None (codetr.engine.resolve_schedule).
-    # A value given here or on the command line wins (train.max_iter=20 for a quick run); LR
-    # milestones, warm-up and TOOD's switch (epochs of this schedule) then scale to it.
+    # A value given here or on the command line wins (train.max_iter=20 for a quick run). LR
+    # milestones, warm-up and TOOD's switch are fractions of their schedule: they follow the run's
+    # length, whether set by epochs or max_iter (configs/common/schedule.py).
     epochs=12,
     max_iter=None,
     iters_per_epoch=None,

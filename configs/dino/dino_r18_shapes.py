@@ -27,7 +27,7 @@ train.eval_period = 100000  # evaluate once, after the last iteration
 train.checkpointer.period = 250
 train.vis_output_images = 4  # draw the detections of 4 validation images into output_dir/vis
 train.vis_score_threshold = 0.2  # after 2 epochs from scratch the best scores are ~0.2-0.3
-lr_multiplier = multistep([EPOCHS * 11 / 12])  # x0.1 for the last 1/12, as 11 of 12 epochs
+lr_multiplier = multistep([11], epochs=12)  # x0.1 for the last 1/12 of the run, as 11 of 12 epochs
 
 optimizer.lr = 5e-4  # from scratch and short: higher than COCO's 1e-4 (AP 6.4 vs 3.7 with 2e-4)
 optimizer.params.lr_factors = {}

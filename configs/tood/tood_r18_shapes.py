@@ -29,7 +29,7 @@ train.device = "cpu"
 train.epochs = EPOCHS
 train.eval_period = 100000  # evaluate once, after the last iteration
 train.checkpointer.period = 250
-lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], warmup_iters=100)
+lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], epochs=EPOCHS, warmup_iters=100)
 
 optimizer.lr = 0.005
 
@@ -40,7 +40,6 @@ model.backbone.bottom_up.stages.norm = "BN"
 model.backbone.bottom_up.freeze_at = 0
 model.backbone.out_channels = WIDTH
 model.backbone.top_block.update(in_channels=WIDTH, out_channels=WIDTH)
-model.head.update(
-    num_classes=8, in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=4, initial_epochs=EPOCHS * 4 / 12
-)
+model.head.update(num_classes=8, in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=4)
+model.head.update(initial_epochs=EPOCHS * 4 / 12, epochs=EPOCHS)  # ATSS for the first 1/3 of the run
 dataloader.evaluator.output_dir = "${train.output_dir}"

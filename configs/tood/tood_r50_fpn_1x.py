@@ -10,7 +10,7 @@ boxes filtered (mmdet's CocoDataset default). Test: top 1000 per level, score > 
 NMS 0.6, 100 detections.
 
 The head's ATSS -> TAL switch, like the LR milestones and the warm-up, is a fraction of the
-run: iteration ``round(initial_epochs / train.epochs * train.max_iter)``, where train_net.py
+run: iteration ``round(initial_epochs / 12 * train.max_iter)``, where train_net.py
 derives ``train.max_iter`` from the training set and the total batch size before it builds the
 model (117266 COCO train2017 images with boxes / 16 = 7330 per epoch: switch at 29320, LR steps
 at 58640 and 80630, 500 warm-up iterations) unless ``train.max_iter`` is given (then all of them
@@ -51,7 +51,7 @@ model = L(TOOD)(
         anchor_type="anchor_free",
         anchor_scale=8.0,
         initial_epochs=4,
-        epochs="${train.epochs}",
+        epochs=12,  # initial_epochs are epochs of this 12-epoch schedule, stretched to train.max_iter
         max_iter="${train.max_iter}",
         atss_topk=9,
         tal_topk=13,

@@ -86,9 +86,9 @@ def test_multistep_milestones_follow_a_given_max_iter():
 
 
 def test_multistep_rejects_milestones_beyond_the_schedule():
-    with pytest.raises(ValueError, match=r"LR milestone 30 .*train.epochs=12"):
+    with pytest.raises(ValueError, match=r"LR milestone 30 .* outside the 12-epoch schedule"):
         multistep_lr_schedule([30], max_iter=50, epochs=12)
-    with pytest.raises(ValueError, match="train.epochs"):
+    with pytest.raises(ValueError, match="length in epochs"):
         multistep_lr_schedule([11], max_iter=50, epochs=None)
 
 
@@ -115,7 +115,7 @@ def test_schedule_iteration_errors():
         schedule_iteration(-1, 12, 100)
     with pytest.raises(ValueError, match="max_iter"):
         schedule_iteration(1, 12, None)
-    with pytest.raises(ValueError, match="train.epochs"):
+    with pytest.raises(ValueError, match="length in epochs"):
         schedule_iteration(1, 0, 100)
 
 
@@ -192,6 +192,16 @@ def test_given_max_iter_moves_the_lr_drop_proportionally(caplog):
     assert lrs[:275] == [1.0] * 275
     assert lrs[275:] == pytest.approx([0.1] * 25)
     assert "x0.1 at iterations [275] (epochs [11] of 12)" in caplog.text
+
+
+def test_a_longer_run_in_epochs_stretches_the_schedule():
+    """train.epochs=24 with the 12-epoch schedule: the LR drops after epoch 22 (11/12 of the run),
+    not after epoch 11."""
+    cfg = _schedule_cfg("lr_multiplier_12ep", epochs=24)
+    resolve_schedule(cfg.train, num_images=100, total_batch_size=4)  # 25 per epoch, 600 iterations
+    assert cfg.train.max_iter == 600
+    sched = instantiate(cfg.lr_multiplier)
+    assert sched(549 / 600) == 1.0 and sched(550 / 600) == pytest.approx(0.1)
 
 
 def test_dense_1x_schedule_follows_a_given_max_iter():

@@ -1,21 +1,24 @@
 """Schedules in epochs, stretched to the run's length.
 
-Configs state their length in epochs (``train.epochs``, E) and the events of the schedule in
-epochs of that length: LR milestones (``lr_multiplier.milestones``), TOOD's ATSS -> TAL switch
-(``model.head.initial_epochs``). Detectron2's trainer counts iterations. One epoch is
+Configs state the run's length in epochs (``train.epochs``), and each schedule states its events
+in epochs of the schedule it was written for (E epochs, e.g. the papers' 12): LR milestones
+(``lr_multiplier.milestones`` of ``lr_multiplier.epochs``), TOOD's ATSS -> TAL switch
+(``model.head.initial_epochs`` of ``model.head.epochs``). Detectron2's trainer counts
+iterations. One epoch is
 
     iters_per_epoch = ceil(num_images / dataloader.train.total_batch_size)
 
 where ``num_images`` is the length of the training dataset *after* Detectron2's filtering (the
 list that ``dataloader.train.dataset`` instantiates to). :func:`resolve_schedule` fills
-``train.iters_per_epoch`` and ``train.max_iter`` (= E * iters_per_epoch) when they are ``None``;
+``train.iters_per_epoch`` and ``train.max_iter`` (= train.epochs * iters_per_epoch) when they are ``None``;
 a value given in the config or on the command line (``train.max_iter=300``) wins.
 
-Every event is a fraction of the schedule, whatever ``max_iter`` is: epoch e of an E-epoch
-schedule happens at iteration ``round(e / E * max_iter)`` (:func:`schedule_iteration`). With
-``max_iter`` derived from the dataset this is ``e * iters_per_epoch``; with ``train.max_iter=N``
-given, the whole schedule is compressed or stretched to N iterations (12-epoch Co-DINO, milestone
-11, ``train.max_iter=300``: the LR drops at iteration 275).
+Every event is a fraction of the schedule, whatever the run's length: epoch e of an E-epoch
+schedule happens at iteration ``round(e / E * max_iter)`` (:func:`schedule_iteration`). When the
+run is as long as the schedule (``train.epochs`` = E, ``max_iter`` derived from the dataset) this
+is ``e * iters_per_epoch``; ``train.epochs=2E`` or ``train.max_iter=N`` stretch or compress the
+whole schedule (12-epoch Co-DINO, milestone 11, ``train.max_iter=300``: the LR drops at iteration
+275; ``train.epochs=24``: after epoch 22).
 
 Warm-up (``warmup_iters``) is given in iterations of the schedule at its nominal length
 (E * iters_per_epoch: mmdet's 500 iterations of the COCO 1x schedule) and scales with the run
@@ -54,7 +57,7 @@ def iters_per_epoch(num_images: int, total_batch_size: int) -> int:
 
 def _check_epochs(epochs, who: str) -> float:
     if epochs is None or isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
-        raise ValueError(f"{who}: the schedule's length train.epochs must be a positive number, got {epochs!r}")
+        raise ValueError(f"{who}: the schedule's length in epochs must be a positive number, got {epochs!r}")
     return epochs
 
 
@@ -72,8 +75,8 @@ def schedule_iteration(epoch: float, epochs: float, max_iter: int, what: str = "
         )
     if not 0 <= epoch <= epochs:
         raise ValueError(
-            f"{what} {epoch} (epochs) lies outside the {epochs}-epoch schedule (train.epochs={epochs}); "
-            "the schedule's events are epochs of train.epochs, so they must lie in [0, train.epochs]"
+            f"{what} {epoch} (epochs) lies outside the {epochs}-epoch schedule it belongs to; "
+            f"the schedule's events must lie in [0, {epochs}]"
         )
     return int(round(epoch / epochs * max_iter))
 
@@ -133,16 +136,14 @@ def resolve_schedule(train_cfg, num_images: Optional[int], total_batch_size: int
             )
         train_cfg.max_iter = int(round(epochs * train_cfg.iters_per_epoch))
     logger.info(
-        "Schedule: %s images, total batch %d -> %d iterations per epoch; max_iter=%d (%s; %.2f epochs of data); "
-        "the %s-epoch schedule's events happen at epoch e -> iteration round(e / %s * %d)",
+        "Schedule: %s images, total batch %d -> %d iterations per epoch; max_iter=%d (%s; %.2f epochs); "
+        "epoch e of an E-epoch schedule (LR steps, warm-up, assigner switches) -> iteration round(e / E * %d)",
         num_images,
         total_batch_size,
         train_cfg.iters_per_epoch,
         train_cfg.max_iter,
-        "given" if given else "train.epochs x iters_per_epoch",
+        "given" if given else f"train.epochs={epochs} x iters_per_epoch",
         train_cfg.max_iter / train_cfg.iters_per_epoch,
-        epochs,
-        epochs,
         train_cfg.max_iter,
     )
 
@@ -158,7 +159,7 @@ def multistep_lr_schedule(
     warmup_max_fraction: float = 0.1,
 ) -> ParamScheduler:
     """Step LR multiplier with milestones in epochs of an ``epochs``-epoch schedule, stretched to
-    ``max_iter`` iterations, as an fvcore ``ParamScheduler``.
+    the run's ``max_iter`` iterations, as an fvcore ``ParamScheduler``.
 
     Detectron2's ``hooks.LRScheduler`` wraps the result in an ``LRMultiplier``. The multiplier is
     ``gamma ** k`` from the k-th milestone on, milestone m at iteration
@@ -169,7 +170,8 @@ def multistep_lr_schedule(
         milestones: increasing epochs (floats allowed) in [0, epochs] at which the LR is
             multiplied by ``gamma``.
         max_iter: total training iterations (``train.max_iter``).
-        epochs: the schedule's length in epochs (``train.epochs``).
+        epochs: the length of the schedule the milestones are written for (12 for a 1x / 12-epoch
+            schedule), not necessarily the run's ``train.epochs``.
         iters_per_epoch: ``train.iters_per_epoch``; needed for the warm-up only.
         warmup_iters: linear warm-up (from ``warmup_factor`` to 1) in iterations of the schedule
             at its nominal length; see :func:`warmup_length` (``warmup_max_fraction``: its cap).

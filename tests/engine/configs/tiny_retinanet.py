@@ -63,7 +63,7 @@ dataloader = dict(
 )
 
 optimizer = AdamW
-lr_multiplier = multistep([1])
+lr_multiplier = multistep([1], epochs=12)
 
 train.update(
     output_dir="./output/tiny_retinanet",

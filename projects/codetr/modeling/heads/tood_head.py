@@ -18,8 +18,9 @@ Per level (weights shared across levels):
 - One square anchor of side ``anchor_scale * stride`` per location (Detectron2's
   ``DefaultAnchorGenerator``, offset 0, i.e. centred at ``(x, y) * stride``).
 
-Training: the ATSS assigner for the first ``initial_epochs`` of the ``epochs``-epoch schedule,
-i.e. up to iteration ``round(initial_epochs / epochs * max_iter)`` (focal loss on the score, GIoU
+Training: the ATSS assigner for the first ``initial_epochs`` of the ``epochs``-epoch schedule
+stretched to the run, i.e. up to iteration ``round(initial_epochs / epochs * max_iter)`` (focal
+loss on the score, GIoU
 weighted by the centerness target), then TAL (quality focal loss with the normalised alignment
 ``t_hat`` as soft target, GIoU weighted by ``t_hat``). Normalisers (sum of ``t_hat``; number of
 positives / sum of centerness in the ATSS epochs) are all-reduced, clamped >= 1. Assignment and
@@ -157,8 +158,9 @@ class TOODHead(nn.Module):
             (deltas of the anchor box, ``Box2BoxTransform`` weights (10, 10, 5, 5)).
         anchor_scale: side of the square anchor in strides (8).
         initial_epochs: epochs trained with the ATSS assigner before TAL (4 in the 1x schedule;
-            0 = TAL from the start), as epochs of the ``epochs``-epoch schedule (``train.epochs``)
-            run in ``max_iter`` iterations (``train.max_iter``): the switch is at iteration
+            0 = TAL from the start), as epochs of the ``epochs``-epoch schedule they are written
+            for (12 in the 1x configs) run in ``max_iter`` iterations (``train.max_iter``): the
+            switch is at iteration
             ``round(initial_epochs / epochs * max_iter)`` (``codetr.engine.schedule_iteration``),
             the same fraction of the run whatever its length. The current iteration is
             Detectron2's ``get_event_storage().iter`` (0 outside a trainer).
@@ -273,9 +275,9 @@ class TOODHead(nn.Module):
         if self.epochs is None or self.max_iter is None:
             raise ValueError(
                 f"TOODHead: initial_epochs={self.initial_epochs} needs the schedule's epochs and max_iter "
-                f"(got epochs={self.epochs}, max_iter={self.max_iter}); set them in the config (head.epochs="
-                "'${train.epochs}', head.max_iter='${train.max_iter}', which train_net.py resolves) or set "
-                "initial_epochs=0"
+                f"(got epochs={self.epochs}, max_iter={self.max_iter}); set them in the config (e.g. "
+                "head.epochs=12 for a 1x schedule and head.max_iter='${train.max_iter}', which train_net.py "
+                "resolves) or set initial_epochs=0"
             )
         return schedule_iteration(self.initial_epochs, self.epochs, self.max_iter, "TOODHead initial_epochs")
 

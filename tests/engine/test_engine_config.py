@@ -92,6 +92,22 @@ def test_keys_below_a_value_or_beyond_a_list_are_errors():
         apply_overrides_strict(small_cfg(), ["~train.epochs"])
 
 
+def test_a_target_override_applies_to_the_following_keys():
+    """``node._target_=...`` changes which arguments the next overrides may set (the worked example
+    of datasets/README.md: a coco_json_dataset in place of the registered names)."""
+    cfg = small_cfg()
+    apply_overrides_strict(cfg, [f"model._target_={__name__}.open_ended", "model.a=3", "model.b=4"])
+    assert instantiate(cfg.model) == {"a": 3, "width": 4, "name": 12, "b": 4}
+    real = LazyConfig.load(os.path.join(ROOT, "configs/dino/dino_r18_shapes.py"))
+    node = "dataloader.train.dataset"
+    apply_overrides_strict(real, [f"{node}._target_=codetr.data.coco_json_dataset", f"{node}.json_file=a.json",
+                                  f"{node}.image_root=images", f"{node}.names=mine"])
+    assert real.dataloader.train.dataset.json_file == "a.json"
+    with pytest.raises(ValueError, match="json_file"):  # without the target override: not an argument
+        apply_overrides_strict(LazyConfig.load(os.path.join(ROOT, "configs/dino/dino_r18_shapes.py")),
+                               [f"{node}.json_file=a.json"])
+
+
 def test_real_config():
     cfg = LazyConfig.load(os.path.join(ROOT, "configs/dino/dino_r18_shapes.py"))
     apply_overrides_strict(cfg, ["model.num_queries=10", "model.transformer.encoder.num_layers=1",

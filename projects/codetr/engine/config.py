@@ -18,6 +18,7 @@ parse exactly as in Detectron2.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from typing import Any, List, Sequence
@@ -91,28 +92,39 @@ def check_override_key(cfg: DictConfig, key: str) -> None:
 
 def apply_overrides_strict(cfg: DictConfig, overrides: List[str]) -> DictConfig:
     """``LazyConfig.apply_overrides(cfg, overrides)`` after checking every key (in place; returns
-    ``cfg``). Unknown keys raise ``ValueError`` naming the key and the closest valid ones."""
+    ``cfg``). Unknown keys raise ``ValueError`` naming the key and the closest valid ones.
+
+    The overrides are checked in order against a copy that has the earlier ones applied, so that
+    ``node._target_=...`` followed by that target's arguments works; ``cfg`` is only changed when
+    all of them pass."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    trial = copy.deepcopy(cfg)
     for override, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
-        key = parsed.key_or_group
-        if parsed.is_delete():
-            raise ValueError(f"config override {override!r}: deleting keys (~key) is not supported")
-        if parsed.is_force_add():
-            continue
-        if parsed.is_add():
-            try:
-                exists = OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False) is not _MISSING
-            except Exception:  # a non-config on the path: LazyConfig.apply_overrides reports it
-                exists = False
-            if exists:
-                raise ValueError(
-                    f"config override {override!r}: {key!r} already exists; drop the '+' to change it "
-                    f"(or write ++{key}=... to add or replace)"
-                )
-            continue
-        check_override_key(cfg, key)
+        _check(trial, override, parsed)
+        LazyConfig.apply_overrides(trial, [override])
     return LazyConfig.apply_overrides(cfg, overrides)
+
+
+def _check(cfg: DictConfig, override: str, parsed) -> None:
+    """Raise ``ValueError`` unless the parsed Hydra ``override`` may be applied to ``cfg``."""
+    key = parsed.key_or_group
+    if parsed.is_delete():
+        raise ValueError(f"config override {override!r}: deleting keys (~key) is not supported")
+    if parsed.is_force_add():
+        return
+    if parsed.is_add():
+        try:
+            exists = OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False) is not _MISSING
+        except Exception:  # a non-config on the path: LazyConfig.apply_overrides reports it
+            exists = False
+        if exists:
+            raise ValueError(
+                f"config override {override!r}: {key!r} already exists; drop the '+' to change it "
+                f"(or write ++{key}=... to add or replace)"
+            )
+        return
+    check_override_key(cfg, key)
 
 
 _MISSING = object()

@@ -24,7 +24,9 @@ def open_ended(a, **kwargs):
 def small_cfg():
     return OmegaConf.create(
         {
-            "train": {"max_iter": None, "epochs": 12, "amp": {"enabled": False, "dtype": "float16"}, "milestones": [8, 11]},
+            "train": {
+                "max_iter": None, "epochs": 12, "amp": {"enabled": False, "dtype": "float16"}, "milestones": [8, 11]
+            },
             "model": L(Widget)(width=4, name="${train.epochs}"),
             "extra": L(open_ended)(a=1),
         },

@@ -95,7 +95,9 @@ def warmup_length(
         return 0
     _check_epochs(epochs, "warmup_length")
     if iters_per_epoch is None or iters_per_epoch <= 0:
-        raise ValueError(f"warmup_length: iters_per_epoch must be resolved to a positive number, got {iters_per_epoch!r}")
+        raise ValueError(
+            f"warmup_length: iters_per_epoch must be resolved to a positive number, got {iters_per_epoch!r}"
+        )
     nominal = epochs * iters_per_epoch
     scaled = int(round(warmup_iters * max_iter / nominal))
     cap = int(round(max_fraction * max_iter))

@@ -16,7 +16,7 @@ What differs between papers is plugged in:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -127,23 +127,47 @@ class QueryDecoder(nn.Module):
         attn_mask = self._expand_attn_mask(attn_mask, out.shape[0])
         prev_ref = ref
         hidden, logits, boxes = [], [], []
-        for i, layer in enumerate(self.layers):
+        for i in range(self.num_layers):
             pos = given if given is not None else self._positions(groups, ref)
-            out = layer(out, pos, ref, enc, attn_mask)
-            bbox_embed = self._head(self.bbox_embed, i)
-            hs = out if self.norm is None else self.norm(out)
+            out, hs, lg, bx, ref, prev_ref = self.layer_step(i, out, pos, ref, prev_ref, enc, attn_mask)
             hidden.append(hs)
-            logits.append(self._head(self.class_embed, i)(hs))
-            if self.refine:
-                delta = bbox_embed(out)
-                hs_delta = delta if self.norm is None else bbox_embed(hs)
-                boxes.append(self.box_coder.decode(hs_delta, prev_ref))
-                new_ref = self.box_coder.refine(delta, ref)
-                ref = new_ref.detach()
-                prev_ref = new_ref if self.look_forward_twice else ref
-            else:
-                boxes.append(self.box_coder.decode(bbox_embed(hs), ref))
+            logits.append(lg)
+            boxes.append(bx)
         return DecoderOutput(torch.stack(logits), torch.stack(boxes), torch.stack(hidden))
+
+    def layer_step(
+        self,
+        i: int,
+        content: Tensor,
+        query_pos: Optional[Tensor],
+        reference: Tensor,
+        prev_reference: Tensor,
+        enc: EncoderOutput,
+        attn_mask: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One layer and its heads (the unit a fixed-point driver iterates).
+
+        Args:
+            i: layer (and head) index.
+            content, query_pos: (N, Q, C); reference (N, Q, R) the layer's reference;
+            prev_reference: what the box prediction is decoded from (``reference`` itself, or its
+                undetached version with look-forward-twice).
+            attn_mask: already expanded (see ``forward``).
+        Returns:
+            (content, hidden, logits, boxes, next reference, next prev_reference).
+        """
+        out = self.layers[i](content, query_pos, reference, enc, attn_mask)
+        bbox_embed = self._head(self.bbox_embed, i)
+        hs = out if self.norm is None else self.norm(out)
+        logits = self._head(self.class_embed, i)(hs)
+        if not self.refine:
+            return out, hs, logits, self.box_coder.decode(bbox_embed(hs), reference), reference, reference
+        delta = bbox_embed(out)
+        hs_delta = delta if self.norm is None else bbox_embed(hs)
+        boxes = self.box_coder.decode(hs_delta, prev_reference)
+        new_ref = self.box_coder.refine(delta, reference)
+        ref = new_ref.detach()
+        return out, hs, logits, boxes, ref, (new_ref if self.look_forward_twice else ref)
 
     def _positions(self, groups: Sequence[QueryGroup], ref: Tensor) -> Tensor:
         """(N, Q, C) positions: the groups' own, or ``ref_point_head`` of the current reference."""

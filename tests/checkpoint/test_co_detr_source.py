@@ -12,7 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 
 from codetr.checkpoint import ShapeMismatchError, SourceNotImplementedError, UnknownKeyError, convert
-from codetr.modeling.positive_queries import AuxSamples
+from codetr.modeling.queries.positive_queries import AuxSamples
 
 from ckpt_source_formats import Dims, co_deformable_detr_official, co_dino_official, meta_shapes
 

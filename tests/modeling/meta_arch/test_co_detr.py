@@ -125,6 +125,41 @@ def test_pyramid_levels_and_strides(scales):
     torch.testing.assert_close(list(pyramid.values())[-1], expected, atol=1e-5, rtol=1e-4)
 
 
+class DropFinestAddPooled(torch.nn.Module):
+    """A stub pyramid adapter: the detector's levels without the finest, plus a 2x max-pooled
+    coarsest one (records the masks it was given)."""
+
+    def __init__(self, strides):
+        super().__init__()
+        self.strides = strides[1:] + [strides[-1] * 2]
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, levels, masks):
+        self.masks = masks
+        return [x * self.scale for x in levels[1:]] + [F.max_pool2d(levels[-1], 2, ceil_mode=True)]
+
+
+def test_pyramid_adapter_builds_the_auxiliary_pyramid():
+    det = tiny_dino(4)
+    adapter = DropFinestAddPooled([8, 16, 32, 64])
+    names, strides = ["p4", "p5", "p6", "p7"], [16, 32, 64, 128]
+    head = ATSSHead(K, names, strides, in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0)
+    model = CoDETR(det, [head], PositiveQueries(1, D, K), pyramid_adapter=adapter, pyramid_num_groups=8).train()
+    assert model.pyramid_strides == strides and model.downsample is None
+    assert not any(k.startswith("downsample.") for k in model.state_dict())
+    images = det.preprocess_image(BATCH)
+    enc = det.encode(images)
+    pyramid = model.pyramid(enc)
+    levels = enc.memory_maps()
+    assert list(pyramid) == names and len(adapter.masks) == 4 and adapter.masks[0] is enc.masks[0]
+    for x, expected in zip(pyramid.values(), levels[1:] + [F.max_pool2d(levels[-1], 2, ceil_mode=True)]):
+        torch.testing.assert_close(x, expected)
+    losses = model(BATCH)
+    assert {"loss_cls_head0", "loss_class_aux0"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert adapter.scale.grad is not None and adapter.scale.grad != 0
+
+
 def _loss_keys(prefix_suffixes):
     return {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in prefix_suffixes}
 

@@ -13,15 +13,15 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import dino_denoising
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import DINO, CoDETR
+from codetr.modeling.necks import ChannelMapper
+from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.queries.positive_queries import PositiveQueries
-from codetr.modeling.decoders import DeformableDecoder
-from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.transformers import DeformableTransformer
 
 from test_dino import BATCH, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)

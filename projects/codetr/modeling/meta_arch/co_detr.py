@@ -35,9 +35,9 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from codetr.modeling.necks.channel_mapper import ConvGN
 from codetr.modeling.criterion import reduce_num_boxes
 from codetr.modeling.encoders import EncoderOutput
+from codetr.modeling.necks.channel_mapper import ConvGN
 from codetr.modeling.queries.positive_queries import PositiveQueries
 
 from .query_detector import QueryDetector

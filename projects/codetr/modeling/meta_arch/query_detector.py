@@ -21,11 +21,11 @@ from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from codetr.layers.nms import batched_nms, batched_soft_nms
-from codetr.modeling.necks import downsample_mask
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import FixedTargetQueries
 from codetr.modeling.encoders import EncoderOutput
+from codetr.modeling.necks import downsample_mask
 from codetr.modeling.queries import QueryGroup
+from codetr.modeling.queries.denoising import FixedTargetQueries
 
 from .preprocess import normalize_and_pad
 

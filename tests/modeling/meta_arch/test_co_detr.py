@@ -158,6 +158,9 @@ def test_pyramid_adapter_builds_the_auxiliary_pyramid():
     assert {"loss_cls_head0", "loss_class_aux0"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert adapter.scale.grad is not None and adapter.scale.grad != 0
+    # the adapter is training-only: the inference checkpoint drops it
+    stripped = _strip_tool().strip(model.state_dict())
+    assert set(stripped) == {"detector." + k for k in det.state_dict()}
 
 
 def _loss_keys(prefix_suffixes):
@@ -363,11 +366,16 @@ def test_padding_is_image():
     assert out[0]["instances"].image_size == (64, 64) and (b[:, 0::2] <= 64).all()
 
 
-def test_strip_aux_weights(tmp_path):
+def _strip_tool():
     path = os.path.join(ROOT, "tools", "strip_aux_weights.py")
     spec = importlib.util.spec_from_file_location("strip_aux_weights", path)
     strip_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(strip_tool)
+    return strip_tool
+
+
+def test_strip_aux_weights(tmp_path):
+    strip_tool = _strip_tool()
     model = tiny_co_detr()
     src = tmp_path / "model.pth"
     torch.save({"model": model.state_dict(), "iteration": 7}, src)

@@ -20,7 +20,7 @@ box refinement, mixed query selection, look-forward-twice, 300 queries, 4 scales
   auxiliary feature (mean-pooled RoI feature / ATSS pyramid feature at the anchor) added to the
   content through ``LN_k(Linear_k)`` (official ``with_coord_feat``), and the per-head
   ``head_pos_embed`` scalar added to the position (a bug the authors keep for their R50 results;
-  see ``codetr.modeling.positive_queries``).
+  see ``codetr.modeling.queries.positive_queries``).
 
 AdamW lr 2e-4, wd 1e-4, LR x 0.1 for the backbone and the sampling offsets (the official
 ``reference_points`` multiplier has no module in the two-stage model), clip 0.1, batch 16.
@@ -37,7 +37,7 @@ from detectron2.config import LazyCall as L
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import CoDETR
-from codetr.modeling.positive_queries import PositiveQueries
+from codetr.modeling.queries.positive_queries import PositiveQueries
 
 from ..common.data.coco_detr import dataloader
 from ..common.optim import AdamW as optimizer
@@ -60,7 +60,7 @@ detector.num_queries = 300
 detector.denoising = None
 detector.transformer.select_by = "first_class"
 detector.transformer.enc_outputs = "all"
-detector.transformer.decoder.query_pos = "given"
+detector.transformer.decoder.ref_point_head = False
 detector.transformer.decoder.post_norm = False
 detector.criterion.with_dn = False
 detector.criterion.binary_enc_loss = True

@@ -21,7 +21,7 @@ from detectron2.config import LazyCall as L
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import CoDETR
-from codetr.modeling.positive_queries import PositiveQueries
+from codetr.modeling.queries.positive_queries import PositiveQueries
 
 from ..dino.dino_r18_shapes import HIDDEN, dataloader, lr_multiplier, optimizer, train
 from ..dino.dino_r18_shapes import model as detector  # noqa: E402  (one module load per statement)

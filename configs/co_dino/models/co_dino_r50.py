@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import CoDETR
-from codetr.modeling.positive_queries import PositiveQueries
+from codetr.modeling.queries.positive_queries import PositiveQueries
 
 from ...dino.models.dino_r50 import model as detector
 

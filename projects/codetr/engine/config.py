@@ -7,9 +7,10 @@ and the closest existing ones (``difflib``). An override ``a.b.c=v`` is accepted
 
 - ``a.b.c`` already exists (its value may be anything, including ``None``), or
 - a prefix ``a`` / ``a.b`` is a LazyCall node (it has ``_target_``) whose target accepts the next
-  component as a keyword argument (``inspect.signature``; a ``**kwargs`` target or one without a
-  signature accepts anything): ``model.size_divisibility=32`` adds an argument the config left at
-  its default; the components below it are created, or
+  component as a keyword argument (``inspect.signature``; a class whose ``__init__`` hands
+  ``**kwargs`` to its base class accepts what the base accepts; another ``**kwargs`` target or one
+  without a signature accepts anything): ``model.size_divisibility=32`` adds an argument the config
+  left at its default; the components below it are created, or
 - it is written ``+a.b.c=v`` (Hydra's convention for adding a key; an error when the key exists)
   or ``++a.b.c=v`` (add or replace).
 
@@ -23,6 +24,7 @@ import difflib
 import inspect
 from typing import Any, List, Sequence
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from detectron2.config import LazyConfig
@@ -31,24 +33,46 @@ from detectron2.utils.registry import locate
 __all__ = ["apply_overrides_strict", "check_override_key"]
 
 
+def _keyword_params(func) -> "tuple[set, bool] | None":
+    """(names of ``func``'s keyword parameters, whether it has ``**kwargs``), or None when its
+    signature is unknown."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins and the like: no schema to check against
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {p.name for p in params if p.kind in kinds}
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def _target_accepts(node: DictConfig, name: str) -> bool:
     """Whether the LazyCall ``node``'s target takes a keyword argument ``name`` (True when its
-    signature is unknown or has ``**kwargs``)."""
+    signature is unknown or has ``**kwargs`` that go anywhere but a base class). A class whose
+    ``__init__`` passes ``**kwargs`` on to its base classes' (``QueryDetector`` subclasses) accepts
+    what one of those accepts: the ``__init__``s along the MRO are read until one has no
+    ``**kwargs``; ``nn.Module`` and ``object`` accept nothing more."""
     target = node._target_
     if isinstance(target, str):
         try:
             target = locate(target)
         except Exception:  # an unresolvable target fails at instantiate(); accept here
             return True
-    try:
-        params = inspect.signature(target).parameters.values()
-    except (TypeError, ValueError):  # builtins and the like: no schema to check against
-        return True
-    return any(
-        p.kind is inspect.Parameter.VAR_KEYWORD
-        or (p.name == name and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
-        for p in params
-    )
+    if not inspect.isclass(target):
+        found = _keyword_params(target)
+        return found is None or name in found[0] or found[1]
+    closed = (object.__init__, torch.nn.Module.__init__)
+    for cls in target.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        if init in closed:
+            return False
+        found = _keyword_params(init)
+        if found is None or name in found[0]:
+            return True
+        if not found[1]:
+            return False
+    return False
 
 
 def _unknown(key: str, prefix: str, name: str, candidates: Sequence[str]) -> ValueError:

@@ -32,7 +32,7 @@ from codetr.modeling.heads.postprocess import dense_detections
 from codetr.modeling.assigners import atss_assign
 from codetr.modeling.criterion import reduce_num_boxes
 from codetr.modeling.losses import giou_loss, sigmoid_focal_loss
-from codetr.modeling.positive_queries import AuxSamples
+from codetr.modeling.queries.positive_queries import AuxSamples
 
 __all__ = ["ATSSHead", "Scale", "centerness_targets"]
 

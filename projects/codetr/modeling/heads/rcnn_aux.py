@@ -27,7 +27,7 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils import events
 from torch import Tensor, nn
 
-from codetr.modeling.positive_queries import AuxSamples
+from codetr.modeling.queries.positive_queries import AuxSamples
 
 __all__ = ["RCNNAuxHead", "build_rcnn_aux_head", "event_storage"]
 

@@ -1,7 +1,7 @@
 """ChannelMapper neck (mmdet / detrex): maps backbone levels to one width, adds extra levels.
 
 Padding-aware: GroupNorm statistics are taken over valid (unpadded) positions only, and padded
-positions are zeroed before each convolution, so an image's features do not depend on how much it
+positions are zeroed before each k > 1 convolution, so an image's features do not depend on how much it
 was padded in a batch. Every level's padding mask comes from :func:`padding_mask_at_stride`.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ class ConvGN(nn.Module):
     3x3 stride-2 convolution returns NaN or wrong weight gradients when a spatial side of its
     input is 1 (e.g. (2, 128, 3, 1) or (1, 128, 1, 1): 29-30 of 30 calls NaN or off by > 5%;
     stride 1 and sides >= 2 were fine), as the extra pyramid levels of small images are; see
-    ``tests/modeling/test_backbone.py``. The GroupNorm statistics are fp32 anyway.
+    ``tests/modeling/necks/test_channel_mapper.py``. The GroupNorm statistics are fp32 anyway.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, num_groups: int):
@@ -87,9 +87,11 @@ class ConvGN(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """x (N, C_in, H, W), mask (N, H, W) bool or None: the padding mask of x (True at padding)
         -> (N, C_out, ceil(H / stride), ceil(W / stride)) (float32 on the CPU under autocast).
-        With a mask, padded inputs are zeroed (as beyond an unpadded image) and the GroupNorm
-        statistics are taken over the valid outputs (``padding_mask_at_stride``)."""
-        if mask is not None:
+        With a mask, padded inputs are zeroed before a k > 1 convolution (as beyond an unpadded
+        image; a 1x1 convolution's valid outputs see no padding, and its padded outputs are left as
+        they were, which Co-DETR's auxiliary heads read) and the GroupNorm statistics are taken
+        over the valid outputs (``padding_mask_at_stride``)."""
+        if mask is not None and self.conv.kernel_size[0] > 1:  # a 1x1 conv mixes no positions
             x = x.masked_fill(mask[:, None], 0.0)
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):

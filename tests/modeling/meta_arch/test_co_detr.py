@@ -13,19 +13,21 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.backbone import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.denoising import dino_denoising
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import DINO, CoDETR
-from codetr.modeling.positive_queries import PositiveQueries
-from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+from codetr.modeling.necks import ChannelMapper
+from codetr.modeling.queries.denoising import dino_denoising
+from codetr.modeling.queries.positive_queries import PositiveQueries
+from codetr.modeling.transformers import DeformableTransformer
 
-from test_dino import BATCH, make_input  # noqa: E402  (tests/modeling is on sys.path)
+from test_dino import BATCH, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
 D, K = 32, 3
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 
@@ -58,8 +60,8 @@ def tiny_dino(scales=5, class_loss="qfl", seed=0):
     backbone = PatchBackbone()
     feats = ["res2", "res3", "res4", "res5"][-(scales - 1):]
     kw = dict(embed_dim=D, num_heads=4, num_levels=scales, num_points=2, ffn_dim=64)
-    transformer = DINOTransformer(
-        DeformableEncoder(1, **kw), DINODecoder(2, num_classes=K, **kw),
+    transformer = DeformableTransformer(
+        DeformableEncoder(1, **kw), DeformableDecoder(2, num_classes=K, **kw),
         num_feature_levels=scales, num_queries=20, embed_dim=D, num_classes=K,
     )
     return DINO(
@@ -101,7 +103,7 @@ def test_pyramid_levels_and_strides(scales):
     model = tiny_co_detr(scales).train()
     inputs = [make_input(64, 96, seed=1), make_input(64, 96, seed=2)]  # no padding
     images = model.detector.preprocess_image(inputs)
-    enc = model.detector.forward_transformer(images)
+    enc = model.detector.encode(images)
     pyramid = model.pyramid(enc)
     first = 7 - scales
     assert list(pyramid) == [f"p{i}" for i in range(first, 8)]
@@ -110,7 +112,7 @@ def test_pyramid_levels_and_strides(scales):
         s = 2 ** int(name[1:])
         assert x.shape == (2, D, math.ceil(64 / s), math.ceil(96 / s)), name
     # the encoder levels are the memory, reshaped (independent slicing)
-    memory, start = enc["memory"], 0
+    memory, start = enc.memory, 0
     for name, x in list(pyramid.items())[:-1]:
         h, w = x.shape[-2:]
         torch.testing.assert_close(x, memory[:, start:start + h * w].reshape(2, h, w, D).permute(0, 3, 1, 2))
@@ -131,12 +133,50 @@ def test_pyramid_of_a_padded_batch_equals_single_image(sizes):
     model = tiny_co_detr(5).eval()
     inputs = [make_input(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
     with torch.no_grad():
-        batched = model.pyramid(model.detector.forward_transformer(model.detector.preprocess_image(inputs)))
+        batched = model.pyramid(model.detector.encode(model.detector.preprocess_image(inputs)))
         for i, x in enumerate(inputs):
-            single = model.pyramid(model.detector.forward_transformer(model.detector.preprocess_image([x])))
+            single = model.pyramid(model.detector.encode(model.detector.preprocess_image([x])))
             for name, s in single.items():
                 h, w = s.shape[-2:]
                 torch.testing.assert_close(batched[name][i, :, :h, :w], s[0], atol=1e-4, rtol=1e-4, msg=name)
+
+
+class DropFinestAddPooled(torch.nn.Module):
+    """A stub pyramid adapter: the detector's levels without the finest, plus a 2x max-pooled
+    coarsest one (records the masks it was given)."""
+
+    def __init__(self, strides):
+        super().__init__()
+        self.strides = strides[1:] + [strides[-1] * 2]
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, levels, masks):
+        self.masks = masks
+        return [x * self.scale for x in levels[1:]] + [F.max_pool2d(levels[-1], 2, ceil_mode=True)]
+
+
+def test_pyramid_adapter_builds_the_auxiliary_pyramid():
+    det = tiny_dino(4)
+    adapter = DropFinestAddPooled([8, 16, 32, 64])
+    names, strides = ["p4", "p5", "p6", "p7"], [16, 32, 64, 128]
+    head = ATSSHead(K, names, strides, in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0)
+    model = CoDETR(det, [head], PositiveQueries(1, D, K), pyramid_adapter=adapter, pyramid_num_groups=8).train()
+    assert model.pyramid_strides == strides and model.downsample is None
+    assert not any(k.startswith("downsample.") for k in model.state_dict())
+    images = det.preprocess_image(BATCH)
+    enc = det.encode(images)
+    pyramid = model.pyramid(enc)
+    levels = enc.memory_maps()
+    assert list(pyramid) == names and len(adapter.masks) == 4 and adapter.masks[0] is enc.masks[0]
+    for x, expected in zip(pyramid.values(), levels[1:] + [F.max_pool2d(levels[-1], 2, ceil_mode=True)]):
+        torch.testing.assert_close(x, expected)
+    losses = model(BATCH)
+    assert {"loss_cls_head0", "loss_class_aux0"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert adapter.scale.grad is not None and adapter.scale.grad != 0
+    # the adapter is training-only: the inference checkpoint drops it
+    stripped = _strip_tool().strip(model.state_dict())
+    assert set(stripped) == {"detector." + k for k in det.state_dict()}
 
 
 def _loss_keys(prefix_suffixes):
@@ -178,16 +218,15 @@ def _independent_fixed_loss(out, fixed, qfl=True):
 def test_aux_query_losses_equal_independent_fixed_target_loss():
     model = tiny_co_detr(aux_query_weight=0.5).train()
     calls = []
-    decode = model.detector.decode
+    decode_fixed = model.detector.decode_fixed
 
-    def spy(enc, fixed=None, tgt=None, ref_boxes=None, query_pos=None):
-        out = decode(enc, fixed, tgt, ref_boxes, query_pos)
-        if tgt is None:  # a positive-query pass: the fixed group alone
-            calls.append((fixed, out[0]))
-            assert out[1] is None
+    def spy(enc, fixed):  # a positive-query pass: the fixed group alone
+        out = decode_fixed(enc, fixed)
+        calls.append((fixed, out))
+        assert out["pred_boxes"].shape[1] == fixed.num_queries
         return out
 
-    model.detector.decode = spy
+    model.detector.decode_fixed = spy
     losses = model(BATCH)
     assert len(calls) == 2  # one decoder pass per auxiliary head
     for k, (fixed, out) in enumerate(calls):
@@ -323,19 +362,19 @@ def test_padding_is_image():
     for x in inputs:
         x["padding_is_image"] = True
     seen = {}
-    encode = model.detector.forward_transformer
+    encode = model.detector.encode
 
     def spy(images):
         seen["enc"] = encode(images)
         return seen["enc"]
 
-    model.detector.forward_transformer = spy
-    targets = model._prepare_targets(inputs, [(64, 128), (64, 128)])
+    model.detector.encode = spy
+    targets = model.detector.prepare_targets(inputs, [(64, 128), (64, 128)])
     # boxes normalised by the padded 64 x 128 batch, not by the first image's own 64 x 64
     torch.testing.assert_close(targets[0]["boxes"], torch.tensor([[24 / 128, 19 / 64, 32 / 128, 22 / 64]]))
     losses = model(inputs)
     assert all(torch.isfinite(v) for v in losses.values())
-    assert not seen["enc"]["mask_flatten"].any()
+    assert not seen["enc"].memory_mask.any()
     model.eval()
     with torch.no_grad():
         out = model(inputs)
@@ -343,11 +382,16 @@ def test_padding_is_image():
     assert out[0]["instances"].image_size == (64, 64) and (b[:, 0::2] <= 64).all()
 
 
-def test_strip_aux_weights(tmp_path):
+def _strip_tool():
     path = os.path.join(ROOT, "tools", "strip_aux_weights.py")
     spec = importlib.util.spec_from_file_location("strip_aux_weights", path)
     strip_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(strip_tool)
+    return strip_tool
+
+
+def test_strip_aux_weights(tmp_path):
+    strip_tool = _strip_tool()
     model = tiny_co_detr()
     src = tmp_path / "model.pth"
     torch.save({"model": model.state_dict(), "iteration": 7}, src)

@@ -6,11 +6,13 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.backbone import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.denoising import dino_denoising, dn_detr_denoising
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.meta_arch import DINO
-from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+from codetr.modeling.necks import ChannelMapper
+from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
+from codetr.modeling.transformers import DeformableTransformer
 
 D, K = 32, 3
 
@@ -40,8 +42,8 @@ def tiny_dino(denoising="cdn", num_queries=20, seed=0):
     torch.manual_seed(seed)
     backbone = PatchBackbone()
     kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64)
-    transformer = DINOTransformer(
-        DeformableEncoder(1, **kw), DINODecoder(2, num_classes=K, look_forward_twice=True, **kw),
+    transformer = DeformableTransformer(
+        DeformableEncoder(1, **kw), DeformableDecoder(2, num_classes=K, look_forward_twice=True, **kw),
         num_feature_levels=4, num_queries=num_queries, embed_dim=D, num_classes=K,
     )
     if denoising == "cdn":
@@ -166,14 +168,16 @@ def test_batched_masks_and_encoder_memory_equal_single_image(sizes):
     model = tiny_dino().eval()
     inputs = [make_input(h, w, seed=5 + i) for i, (h, w) in enumerate(sizes)]
     with torch.no_grad():
-        batched = model.forward_transformer(model.preprocess_image(inputs))
+        batched = model.encode(model.preprocess_image(inputs))
+        b_shapes = batched.spatial_shapes.tolist()
         for i, x in enumerate(inputs):
-            single = model.forward_transformer(model.preprocess_image([x]))
-            assert not single["mask_flatten"].any()  # alone, nothing is padding
-            b_mem = batched["memory"][i].split([h * w for h, w in batched["shapes"]])
-            s_mem = single["memory"][0].split([h * w for h, w in single["shapes"]])
-            for lvl, ((bh, bw), (sh, sw)) in enumerate(zip(batched["shapes"], single["shapes"])):
-                mask = batched["masks"][lvl][i]
+            single = model.encode(model.preprocess_image([x]))
+            assert not single.memory_mask.any()  # alone, nothing is padding
+            s_shapes = single.spatial_shapes.tolist()
+            b_mem = batched.memory[i].split([h * w for h, w in b_shapes])
+            s_mem = single.memory[0].split([h * w for h, w in s_shapes])
+            for lvl, ((bh, bw), (sh, sw)) in enumerate(zip(b_shapes, s_shapes)):
+                mask = batched.masks[lvl][i]
                 assert not mask[:sh, :sw].any(), (lvl, (sh, sw))
                 assert mask.sum() == bh * bw - sh * sw, (lvl, (sh, sw), mask.int())
                 got = b_mem[lvl].reshape(bh, bw, -1)[:sh, :sw]
@@ -195,11 +199,10 @@ def test_decode_fixed_queries_alone():
     """Co-DETR's entry point: extra fixed-target groups through the shared decoder."""
     model = tiny_dino().train()
     images = model.preprocess_image(BATCH)
-    enc = model.forward_transformer(images)
-    assert [tuple(m.shape[-2:]) for m in model.transformer.split_memory(enc)] == enc["shapes"]
-    fixed = model.denoising(model.prepare_targets(BATCH))
-    fixed_out, matching = model.decode(enc, fixed)
-    assert matching is None
+    enc = model.encode(images)
+    assert [tuple(m.shape[-2:]) for m in model.pyramid(enc)] == enc.shapes
+    fixed = model.denoising(model.prepare_targets(BATCH, images.image_sizes))
+    fixed_out = model.decode_fixed(enc, fixed)
     assert fixed_out["pred_boxes"].shape == (2, fixed.num_queries, 4) and len(fixed_out["aux_outputs"]) == 1
     losses = model.criterion.fixed_target_losses(fixed_out, fixed, 1.0, "_aux")
     assert all(torch.isfinite(v) for v in losses.values())
@@ -207,7 +210,7 @@ def test_decode_fixed_queries_alone():
 
 def test_targets_are_normalised_by_unpadded_size():
     model = tiny_dino()
-    t = model.prepare_targets([BATCH[1]])[0]
+    t = model.prepare_targets([BATCH[1]], [(64, 128)])[0]
     torch.testing.assert_close(t["boxes"], torch.tensor([[95 / 128, 30 / 64, 50 / 128, 40 / 64]]))
     assert t["labels"].tolist() == [1]
 

@@ -23,7 +23,6 @@ import sys
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks, launch
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -33,10 +32,13 @@ from detectron2.utils.logger import setup_logger
 from codetr.engine import (
     EMAHook,
     Trainer,
+    build_checkpointer,
     build_model_ema,
     build_train_loader,
+    check_output_dir,
     ema_has_weights,
     parse_amp_dtype,
+    parse_args,
     require_visualizer,
     resolve_schedule,
     save_prediction_images,
@@ -107,7 +109,7 @@ def do_eval_only(cfg, model):
         logger.warning("--eval-only without train.init_checkpoint: evaluating randomly initialised weights")
     ema = build_ema(cfg, model)
     checkpointables = {"ema": ema} if ema is not None else {}
-    DetectionCheckpointer(model, cfg.train.output_dir, **checkpointables).load(cfg.train.init_checkpoint)
+    build_checkpointer(cfg.train, model, cfg.train.output_dir, **checkpointables).load(cfg.train.init_checkpoint)
     if ema is not None and cfg.train.model_ema.get("use_ema_weights_for_eval_only", True):
         if ema_has_weights(ema):
             logger.info("Evaluating the EMA weights of %s", cfg.train.init_checkpoint)
@@ -152,7 +154,7 @@ def do_train(args, cfg, model, train_loader):
         clip_grad_norm_type=clip.get("norm_type", 2.0),
     )
     checkpointables = {"ema": ema} if ema is not None else {}
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, **checkpointables)
+    checkpointer = build_checkpointer(cfg.train, model, cfg.train.output_dir, trainer=trainer, **checkpointables)
     max_iter = cfg.train.max_iter
     trainer.register_hooks(
         [
@@ -177,6 +179,7 @@ def do_train(args, cfg, model, train_loader):
 
 def main(args):
     cfg = load_config(args)
+    check_output_dir(cfg.train, resume=args.resume, eval_only=args.eval_only)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="codetr")
     check_device(cfg.train.device)
@@ -229,7 +232,7 @@ def hide_cuda_for_cpu_workers(args) -> None:
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = parse_args(default_argument_parser())  # flags may also follow the overrides
     if not args.config_file:
         sys.exit("train_net.py: --config-file is required")
     hide_cuda_for_cpu_workers(args)

@@ -2,6 +2,7 @@
 EMA, epoch-based schedules, optimizer parameter groups and prediction visualisation."""
 from .data import build_train_loader
 from .ema import EMAHook, build_model_ema, ema_has_weights
+from .run_checks import build_checkpointer, check_output_dir, parse_args
 from .optim import DEFAULT_EMBED_NAMES, get_optimizer_params
 from .schedule import iters_per_epoch, multistep_lr_schedule, resolve_schedule
 from .trainer import Trainer, parse_amp_dtype
@@ -9,6 +10,9 @@ from .visualize import require_visualizer, save_prediction_images
 
 __all__ = [
     "build_train_loader",
+    "build_checkpointer",
+    "check_output_dir",
+    "parse_args",
     "EMAHook",
     "build_model_ema",
     "ema_has_weights",

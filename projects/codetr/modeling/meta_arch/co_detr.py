@@ -27,7 +27,7 @@ padded size.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, detector_postprocess
@@ -135,6 +135,13 @@ class CoDETR(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.detector.device
+
+    @property
+    def training_only_state_prefixes(self) -> Tuple[str, ...]:
+        """State-dict prefixes of the modules inference does not use (read by
+        ``codetr.checkpoint.Checkpointer``: an aux-stripped checkpoint then loads as complete):
+        the auxiliary branch when the DETR decoder evaluates, nothing otherwise."""
+        return ("aux_heads.", "positive_queries.", "downsample.") if self.eval_module == "detr" else ()
 
     # ------------------------------------------------------------------ entry point
     def forward(self, batched_inputs: List[Dict]):

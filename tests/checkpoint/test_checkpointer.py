@@ -1,0 +1,187 @@
+"""codetr.checkpoint.Checkpointer: which checkpoints load into a model, and the error otherwise.
+
+On the DINO-R18 and Co-DINO-R18 test models (tests/engine/configs/): a checkpoint of the same
+config loads completely (every tensor equal); one of another num_classes is refused with the
+counts and the flag, and loads its matching tensors with ``partial=True``; a Detectron2 model-zoo
+style backbone ``.pkl`` (numpy arrays, names without the ``backbone.`` prefix, with the ImageNet
+classifier, ``matching_heuristics``) and a converted ``backbone.*`` ``.pth`` initialise the backbone
+only; backbone weights of other shapes, tensors of another model and a detector checkpoint
+covering part of the model are refused; an aux-stripped Co-DINO checkpoint loads into Co-DINO."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+
+from codetr.checkpoint import Checkpointer, CheckpointMismatchError, UnsafeCheckpointError
+from codetr.checkpoint.checkpointer import backbone_prefixes, training_only_prefixes
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DINO_TINY = os.path.join(REPO, "tests", "engine", "configs", "dino_r18_tiny.py")
+CO_DINO_TINY = os.path.join(REPO, "tests", "engine", "configs", "co_dino_r18_tiny.py")
+
+
+def build(config=DINO_TINY, seed=0, *overrides):
+    torch.manual_seed(seed)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(overrides))
+    return instantiate(cfg.model).eval()
+
+
+@pytest.fixture(scope="module")
+def dino():
+    return build(DINO_TINY, 0)
+
+
+def assert_loaded(model, state, keys):
+    msd = model.state_dict()
+    for k in keys:
+        assert torch.equal(msd[k], torch.as_tensor(state[k])), k
+
+
+def test_correct_checkpoint_loads_completely(dino, tmp_path):
+    path = str(tmp_path / "model_final.pth")
+    torch.save({"model": dino.state_dict(), "iteration": 3}, path)
+    other = build(DINO_TINY, 1)
+    ckpt = Checkpointer(other)
+    extra = ckpt.load(path)
+    assert extra["iteration"] == 3
+    report = ckpt.last_report
+    assert report.kind == "complete" and not report.missing and not report.unexpected and not report.mismatched
+    assert len(report.loaded) == len(dino.state_dict())
+    assert_loaded(other, dino.state_dict(), dino.state_dict())
+
+
+def test_other_num_classes_is_refused_unless_partial(dino, tmp_path):
+    path = str(tmp_path / "three_classes.pth")
+    three = build(DINO_TINY, 2, "model.num_classes=3")
+    torch.save({"model": three.state_dict()}, path)
+    n_model = len(dino.state_dict())
+    mis = [k for k, v in three.state_dict().items() if v.shape != dino.state_dict()[k].shape]
+    assert mis and all("class" in k or "label" in k for k in mis)  # class-dependent layers only
+
+    target = build(DINO_TINY, 3)
+    with pytest.raises(CheckpointMismatchError) as e:
+        Checkpointer(target).load(path)
+    msg = str(e.value)
+    assert path in msg and "train.init_checkpoint_partial=True" in msg
+    assert f"matched {n_model - len(mis)} of the model's {n_model} tensors" in msg
+    assert f"missing 0, unexpected 0, shape-mismatched {len(mis)}" in msg
+    assert f"{sorted(mis)[0]} " in msg or mis[0] in msg  # an example with its shapes
+
+    target = build(DINO_TINY, 3)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    ckpt = Checkpointer(target, partial=True)
+    ckpt.load(path)
+    msd = target.state_dict()
+    for k, v in three.state_dict().items():
+        assert torch.equal(msd[k], before[k] if k in mis else v), k
+    assert sorted(k for k, _, _ in ckpt.last_report.mismatched) == sorted(mis)
+
+
+def backbone_pkl_dict(model, classifier=True, scale=1):
+    """Detectron2 model-zoo format: backbone tensors as numpy arrays under their names inside the
+    backbone (as ImageNetPretrained/torchvision/R-50.pkl names them), with matching heuristics."""
+    rng = np.random.default_rng(5)
+    weights = {}
+    for k, v in model.backbone.state_dict().items():
+        shape = tuple(v.shape)
+        if scale != 1 and k.endswith("conv1.weight"):
+            shape = (shape[0] * scale,) + shape[1:]
+        weights[k] = rng.standard_normal(shape).astype(np.float32) if v.is_floating_point() else v.numpy()
+    if classifier:  # the ImageNet classifier that convert-torchvision-to-d2 keeps as stem.fc
+        weights["stem.fc.weight"] = rng.standard_normal((1000, 512)).astype(np.float32)
+        weights["stem.fc.bias"] = rng.standard_normal(1000).astype(np.float32)
+    return {"model": weights, "__author__": "torchvision", "matching_heuristics": True}
+
+
+def test_backbone_pkl_initialises_the_backbone(dino, tmp_path):
+    assert backbone_prefixes(dino) == ("backbone.",)
+    obj = backbone_pkl_dict(dino)
+    path = tmp_path / "R-18.pkl"
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+    target = build(DINO_TINY, 4)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    ckpt = Checkpointer(target)
+    ckpt.load(str(path))
+    assert ckpt.last_report.kind == "backbone initialisation"
+    msd = target.state_dict()
+    for k, v in msd.items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, torch.as_tensor(obj["model"][k[len("backbone."):]])), k
+        else:
+            assert torch.equal(v, before[k]), k
+
+
+def test_backbone_pth_with_model_names_initialises_the_backbone(dino, tmp_path):
+    """What tools/convert_checkpoint.py --source torchvision-resnet writes: backbone.* keys."""
+    path = str(tmp_path / "backbone.pth")
+    sd = {k: v + 1 for k, v in dino.state_dict().items() if k.startswith("backbone.") and v.is_floating_point()}
+    torch.save({"model": sd, "matching_heuristics": False}, path)
+    target = build(DINO_TINY, 4)
+    ckpt = Checkpointer(target)
+    ckpt.load(path)
+    assert ckpt.last_report.kind == "backbone initialisation"
+    assert_loaded(target, sd, sd)
+
+
+def test_backbone_of_other_shapes_is_refused(dino, tmp_path):
+    path = tmp_path / "R-wide.pkl"
+    path.write_bytes(pickle.dumps(backbone_pkl_dict(dino, scale=2)))
+    with pytest.raises(CheckpointMismatchError, match=r"R-wide\.pkl does not fit the model: \d+ tensors have other "
+                                                      r"shapes(.|\n)*res2\.0\.conv1\.weight \(128, 64, 3, 3\) vs "
+                                                      r"\(64, 64, 3, 3\)"):
+        Checkpointer(build(DINO_TINY, 4)).load(str(path))
+
+
+def test_tensors_of_another_model_are_refused(dino, tmp_path):
+    path = str(tmp_path / "other_model.pth")
+    sd = {(k.replace("transformer.", "head.") if k.startswith("transformer.") else k): v
+          for k, v in dino.state_dict().items()}
+    torch.save({"model": sd}, path)
+    with pytest.raises(CheckpointMismatchError, match=r"tensors do not exist in the model(.|\n)*unexpected: head\."):
+        Checkpointer(build(DINO_TINY, 4)).load(path)
+
+
+def test_detector_checkpoint_covering_part_of_the_model_is_refused(dino, tmp_path):
+    path = str(tmp_path / "no_decoder.pth")
+    sd = {k: v for k, v in dino.state_dict().items() if ".decoder." not in k}
+    n_missing = len(dino.state_dict()) - len(sd)
+    torch.save({"model": sd}, path)
+    with pytest.raises(CheckpointMismatchError, match=rf"{n_missing} of the model's \d+ tensors are missing and the "
+                                                      r"checkpoint is not a backbone-only initialisation"):
+        Checkpointer(build(DINO_TINY, 4)).load(path)
+    ckpt = Checkpointer(build(DINO_TINY, 4), partial=True)
+    ckpt.load(path)
+    assert len(ckpt.last_report.missing) == n_missing
+
+
+def test_aux_stripped_co_dino_checkpoint_loads_into_co_dino(tmp_path):
+    co = build(CO_DINO_TINY, 0)
+    assert training_only_prefixes(co) == ("aux_heads.", "positive_queries.", "downsample.")
+    assert backbone_prefixes(co) == ("detector.backbone.",)
+    path = str(tmp_path / "co_dino_infer.pth")
+    sd = {k: v for k, v in co.state_dict().items() if k.startswith("detector.")}
+    torch.save({"model": sd}, path)
+    target = build(CO_DINO_TINY, 1)
+    ckpt = Checkpointer(target)
+    ckpt.load(path)
+    assert ckpt.last_report.kind == "all but training-only modules"
+    assert_loaded(target, sd, sd)
+    # the same without the detector's decoder is not acceptable
+    torch.save({"model": {k: v for k, v in sd.items() if ".decoder." not in k}}, path)
+    with pytest.raises(CheckpointMismatchError, match="missing"):
+        Checkpointer(build(CO_DINO_TINY, 1)).load(path)
+
+
+def test_unsafe_file_is_refused_by_the_checkpointer(dino, tmp_path):
+    class WritesMarker:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'marker'}",))
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"model": {"w": WritesMarker()}, "__author__": "x"}))
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pkl.*posix\.system"):
+        Checkpointer(dino).load(str(path))
+    assert not (tmp_path / "marker").exists()

@@ -185,3 +185,20 @@ def test_unsafe_file_is_refused_by_the_checkpointer(dino, tmp_path):
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.pkl.*posix\.system"):
         Checkpointer(dino).load(str(path))
     assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("heuristics", [False, True])
+def test_detectron2_pkl_of_the_whole_model_loads_the_same_tensors(dino, tmp_path, heuristics):
+    """A model-zoo style .pkl ({"model": {name: numpy array}, "__author__", "matching_heuristics"})
+    of this model gives back exactly its tensors."""
+    state = {k: v.numpy() for k, v in dino.state_dict().items()}
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps({"model": state, "__author__": "Detectron2 Model Zoo",
+                                   "matching_heuristics": heuristics}, protocol=2))
+    target = build(DINO_TINY, 7)
+    ckpt = Checkpointer(target)
+    ckpt.load(str(path))
+    assert ckpt.last_report.kind == "complete"
+    msd = target.state_dict()
+    assert set(msd) == set(state)
+    assert all(np.array_equal(msd[k].numpy(), v) for k, v in state.items())

@@ -202,3 +202,20 @@ def test_detectron2_pkl_of_the_whole_model_loads_the_same_tensors(dino, tmp_path
     msd = target.state_dict()
     assert set(msd) == set(state)
     assert all(np.array_equal(msd[k].numpy(), v) for k, v in state.items())
+
+
+def test_backbone_pth_into_co_dino_needs_name_matching(tmp_path):
+    """A ``backbone.*`` file (convert_checkpoint.py --source torchvision-resnet) has no key of
+    Co-DINO, whose backbone is ``detector.backbone``: refused as is (it used to load nothing,
+    silently); with Detectron2's ``?matching_heuristics=True`` it initialises the backbone."""
+    co = build(CO_DINO_TINY, 0)
+    sd = {k[len("detector."):]: v + 1 for k, v in co.state_dict().items() if k.startswith("detector.backbone.")}
+    path = str(tmp_path / "r18_backbone.pth")
+    torch.save({"model": sd, "matching_heuristics": False}, path)
+    with pytest.raises(CheckpointMismatchError, match=rf"{len(sd)} checkpoint tensors do not exist in the model"):
+        Checkpointer(build(CO_DINO_TINY, 1)).load(path)
+    target = build(CO_DINO_TINY, 1)
+    ckpt = Checkpointer(target)
+    ckpt.load(path + "?matching_heuristics=True")
+    assert ckpt.last_report.kind == "backbone initialisation"
+    assert_loaded(target, {"detector." + k: v for k, v in sd.items()}, ["detector." + k for k in sd])

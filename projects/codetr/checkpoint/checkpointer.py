@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
@@ -213,7 +213,8 @@ class Checkpointer(DetectionCheckpointer):
                     still_missing.append(k)
             missing = still_missing
         unexpected = [] if heuristics else list(incompatible.unexpected_keys)
-        lost = set(missing) | {k for k, _, _ in mismatched} | set(_IGNORED_MISSING)
+        # Detectron2 drops pixel_mean / pixel_std from the missing keys: not loaded unless in the file
+        lost = set(missing) | {k for k, _, _ in mismatched} | {k for k in _IGNORED_MISSING if k not in ckpt_shapes}
         report = LoadReport(
             path=self._loading_path,
             model_keys=list(model_shapes),

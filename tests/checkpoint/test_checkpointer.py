@@ -219,3 +219,54 @@ def test_backbone_pth_into_co_dino_needs_name_matching(tmp_path):
     ckpt.load(path + "?matching_heuristics=True")
     assert ckpt.last_report.kind == "backbone initialisation"
     assert_loaded(target, {"detector." + k: v for k, v in sd.items()}, ["detector." + k for k in sd])
+
+
+def torchvision_to_detectron2_names(state_dict):
+    """Rename a torchvision ResNet state dict the way Detectron2's model zoo did for
+    ImageNetPretrained/torchvision/R-50.pkl (stem.*, resN.*, convK.norm, shortcut), as numpy."""
+    out = {}
+    for k, v in state_dict.items():
+        name = k if "layer" in k else "stem." + k
+        for i in range(1, 5):
+            name = name.replace(f"layer{i}", f"res{i + 1}")
+        for i in range(1, 4):
+            name = name.replace(f"bn{i}", f"conv{i}.norm")
+        name = name.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+        out[name] = v.numpy()
+    return out
+
+
+@pytest.mark.parametrize("config", ["configs/dino/dino_r50_4scale_12ep.py", "configs/co_dino/co_dino_5scale_r50_12ep.py",
+                                    "configs/tood/tood_r50_fpn_1x.py"])
+def test_imagenet_r50_pkl_initialises_the_r50_configs(tmp_path, config):
+    """What the R50 configs' train.init_checkpoint (detectron2://ImageNetPretrained/torchvision/
+    R-50.pkl) holds, made from a (randomly initialised) torchvision ResNet-50: accepted as a
+    backbone initialisation; every ResNet tensor of the model comes from the file."""
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet50(weights=None)
+    with torch.no_grad():
+        for name, buf in tv.named_buffers():
+            if name.endswith("running_mean") or name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    weights = torchvision_to_detectron2_names(tv.state_dict())
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps({"model": weights, "__author__": "torchvision", "matching_heuristics": True}))
+
+    model = build(os.path.join(REPO, config), 0)
+    ckpt = Checkpointer(model)
+    ckpt.load(str(path))
+    report = ckpt.last_report
+    assert report.kind == "backbone initialisation", report.summary()
+    msd = model.state_dict()
+    stages = {"stem", "res2", "res3", "res4", "res5"}
+    resnet_keys = 0
+    for k, v in msd.items():
+        parts = k.split(".")
+        first = next((i for i, p in enumerate(parts) if p in stages), None)
+        if first is None:
+            continue
+        resnet_keys += 1
+        assert torch.equal(v, torch.as_tensor(weights[".".join(parts[first:])])), k
+    assert resnet_keys >= 4 * 53  # ResNet-50: 53 convolutions, each with 4 FrozenBN tensors + weight

@@ -24,7 +24,6 @@ import sys
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks, launch
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -36,10 +35,13 @@ from codetr.engine import (
     EMAHook,
     Trainer,
     apply_overrides_strict,
+    build_checkpointer,
     build_model_ema,
     build_train_loader,
+    check_output_dir,
     ema_has_weights,
     parse_amp_dtype,
+    parse_args,
     require_visualizer,
     resolve_schedule,
     save_prediction_images,
@@ -112,7 +114,7 @@ def do_eval_only(cfg, model):
         logger.warning("--eval-only without train.init_checkpoint: evaluating randomly initialised weights")
     ema = build_ema(cfg, model)
     checkpointables = {"ema": ema} if ema is not None else {}
-    DetectionCheckpointer(model, cfg.train.output_dir, **checkpointables).load(cfg.train.init_checkpoint)
+    build_checkpointer(cfg.train, model, cfg.train.output_dir, **checkpointables).load(cfg.train.init_checkpoint)
     if ema is not None and cfg.train.model_ema.get("use_ema_weights_for_eval_only", True):
         if ema_has_weights(ema):
             logger.info("Evaluating the EMA weights of %s", cfg.train.init_checkpoint)
@@ -157,7 +159,7 @@ def do_train(args, cfg, model, train_loader):
         clip_grad_norm_type=clip.get("norm_type", 2.0),
     )
     checkpointables = {"ema": ema} if ema is not None else {}
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, **checkpointables)
+    checkpointer = build_checkpointer(cfg.train, model, cfg.train.output_dir, trainer=trainer, **checkpointables)
     max_iter = cfg.train.max_iter
     trainer.register_hooks(
         [
@@ -182,6 +184,7 @@ def do_train(args, cfg, model, train_loader):
 
 def main(args):
     cfg = load_config(args)
+    check_output_dir(cfg.train, resume=args.resume, eval_only=args.eval_only)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="codetr")
     check_device(cfg.train.device)
@@ -236,7 +239,7 @@ def hide_cuda_for_cpu_workers(args) -> None:
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = parse_args(default_argument_parser())  # flags may also follow the overrides
     if not args.config_file:
         sys.exit("train_net.py: --config-file is required")
     hide_cuda_for_cpu_workers(args)

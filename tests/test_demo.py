@@ -95,3 +95,80 @@ def test_demo_reports_missing_inputs(tmp_path, capsys):
     assert demo.main(["--config-file", CONFIG, "--weights", str(weights), "--input", str(tmp_path / "nope"),
                       "--output", str(tmp_path / "o")]) == 2
     assert "neither a file nor a folder" in capsys.readouterr().err
+
+
+class _WritesMarker:
+    """Unpickling this object runs ``os.system("touch <marker>")``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _register_classes_once(root):
+    from detectron2.data import DatasetCatalog
+
+    if DATASET not in DatasetCatalog.list():  # the first test of this module may have done it
+        _register_classes(root)
+
+
+def _one_image(folder):
+    folder.mkdir()
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(folder / "a.png")
+    return folder
+
+
+def test_demo_refuses_a_crafted_pickle_and_loads_a_trusted_one_on_request(tmp_path, capsys):
+    """--weights evil.pkl: exit 2 naming the file and the refused global, the code never runs.
+    A trusted Detectron2-format .pkl (numpy arrays of the model, plus an argparse.Namespace that
+    the restricted unpickler does not admit) loads with --allow-unsafe-pickle, with its values."""
+    import argparse
+    import pickle
+
+    _register_classes_once(str(tmp_path / "data"))
+    inputs = _one_image(tmp_path / "inputs")
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"model": {}, "__author__": "x", "payload": _WritesMarker(marker)}))
+    demo = _demo()
+    rc = demo.main(["--config-file", CONFIG, "--weights", str(evil), "--input", str(inputs),
+                    "--output", str(tmp_path / "out"), *OVERRIDES])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(evil) in err and "posix.system" in err and "--allow-unsafe-pickle" in err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(CONFIG), OVERRIDES)
+    torch.manual_seed(1)
+    state = {k: v.numpy() for k, v in instantiate(cfg.model).state_dict().items()}
+    trusted = tmp_path / "trusted.pkl"
+    trusted.write_bytes(pickle.dumps({"model": state, "__author__": "me", "args": argparse.Namespace(lr=1)}))
+    argv = ["--config-file", CONFIG, "--weights", str(trusted), "--input", str(inputs),
+            "--output", str(tmp_path / "out"), *OVERRIDES]
+    assert demo.main(argv) == 2
+    assert "argparse.Namespace" in capsys.readouterr().err
+    loaded = {}
+    real_build = demo.build_model
+
+    def build_and_keep(cfg):
+        model = real_build(cfg)
+        loaded.update(model.state_dict())
+        return model
+
+    demo.build_model = build_and_keep
+    assert demo.main(argv[:4] + ["--allow-unsafe-pickle"] + argv[4:]) == 0
+    assert set(loaded) == set(state)
+    assert all(np.array_equal(loaded[k].numpy(), v) for k, v in state.items())
+
+
+def test_demo_refuses_weights_of_another_class_count(tmp_path, capsys):
+    _register_classes_once(str(tmp_path / "data"))
+    inputs = _one_image(tmp_path / "inputs")
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(CONFIG), OVERRIDES + ["model.num_classes=4"])
+    weights = str(tmp_path / "four_classes.pth")
+    torch.save({"model": instantiate(cfg.model).state_dict()}, weights)
+    rc = _demo().main(["--config-file", CONFIG, "--weights", weights, "--input", str(inputs),
+                       "--output", str(tmp_path / "out"), *OVERRIDES])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{weights} does not fit the model" in err and "train.init_checkpoint_partial=True" in err

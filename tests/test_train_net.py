@@ -81,8 +81,10 @@ def tiny_coco(tmp_path_factory):
     return root
 
 
-def run_train_net(case: TrainNetCase, data_root: str, output_dir: str, *args: str, flags=(), timeout=300) -> str:
-    """Run train_net.py; return its stdout+stderr (fails the test with the log on error)."""
+def run_train_net(case: TrainNetCase, data_root: str, output_dir: str, *args: str, flags=(), timeout=300,
+                  expect_failure=False) -> str:
+    """Run train_net.py; return its stdout+stderr. Fails the test with the log when the exit
+    status is non-zero (or, with ``expect_failure``, when it is zero)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(ROOT, "projects"), env.get("PYTHONPATH")) if p)
     env.update(CODETR_TINY_COCO=data_root, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
@@ -90,7 +92,8 @@ def run_train_net(case: TrainNetCase, data_root: str, output_dir: str, *args: st
            "train.device=cpu", f"train.output_dir={output_dir}", "train.log_period=1", *case.overrides, *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout[-6000:]}"
+    failed = proc.returncode != 0
+    assert failed == expect_failure, f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout[-6000:]}"
     return proc.stdout
 
 
@@ -322,3 +325,113 @@ def test_schedule_follows_max_iter_and_is_logged(tiny_coco, tmp_path, overrides,
     assert "TOODHead: ATSS assignment from iteration 0" in log, log[-3000:]
     assert f"TOODHead: task-aligned (TAL) assignment from iteration {switch}" in log, log[-3000:]
     assert training_iterations(read_metrics(out))[-1] == max_iter - 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoint safety and matching, flags after the overrides, no silent overwrite (issue 14)
+# ------------------------------------------------------------------------------------------------
+DINO_TINY = TrainNetCase("tests/engine/configs/dino_r18_tiny.py")
+RETINANET_TINY = TrainNetCase("tests/engine/configs/tiny_retinanet.py")
+
+
+class WritesMarker:
+    """Unpickling this object runs ``os.system("touch <marker>")``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("ext", ["pkl", "pth"])
+def test_eval_only_refuses_a_crafted_checkpoint(tiny_coco, tmp_path, ext):
+    """A checkpoint whose unpickling would run code: train_net exits non-zero naming the file and
+    the refused global, and the code never runs (the marker file is not created)."""
+    import pickle
+
+    marker = tmp_path / "marker"
+    path = str(tmp_path / f"evil.{ext}")
+    payload = {"model": {"w": np.zeros(2, np.float32)}, "__author__": "x", "payload": WritesMarker(marker)}
+    if ext == "pkl":
+        with open(path, "wb") as f:
+            pickle.dump(payload, f)
+    else:
+        torch.save(payload, path)
+    log = run_train_net(DINO_TINY, tiny_coco, str(tmp_path / "eval"), f"train.init_checkpoint={path}",
+                        flags=("--eval-only",), expect_failure=True)
+    assert "UnsafeCheckpointError" in log and path in log and "posix.system" in log, log[-3000:]
+    assert "train.allow_unsafe_pickle=True" in log
+    assert not marker.exists(), "the crafted checkpoint's code ran"
+    assert "Evaluation results" not in log
+
+
+def write_dino_tiny_checkpoint(path: str, seed: int, *overrides: str) -> dict:
+    """A DetectionCheckpointer-format file of the DINO-tiny model built with ``overrides``."""
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(os.path.join(ROOT, DINO_TINY.config)), list(overrides))
+    torch.manual_seed(seed)
+    state = instantiate(cfg.model).state_dict()
+    torch.save({"model": state}, path)
+    return state
+
+
+def test_eval_only_refuses_a_checkpoint_of_another_class_count(tiny_coco, tmp_path):
+    path = str(tmp_path / "five_classes.pth")
+    write_dino_tiny_checkpoint(path, 0, "model.num_classes=5")
+    log = run_train_net(DINO_TINY, tiny_coco, str(tmp_path / "eval"), f"train.init_checkpoint={path}",
+                        flags=("--eval-only",), expect_failure=True)
+    assert "CheckpointMismatchError" in log and f"{path} does not fit the model" in log, log[-3000:]
+    assert "shape-mismatched 9" in log and "(5, 128) vs (2, 128)" in log
+    assert "train.init_checkpoint_partial=True" in log
+    assert "Evaluation results" not in log
+    # asked for explicitly: the matching tensors load, the class layers keep their initialisation
+    log = run_train_net(DINO_TINY, tiny_coco, str(tmp_path / "eval"), f"train.init_checkpoint={path}",
+                        "train.init_checkpoint_partial=True", flags=("--eval-only",))
+    assert "Partial load of" in log and "Evaluation results for bbox" in log
+
+
+def test_rerun_refuses_to_overwrite_and_flags_after_overrides(tiny_coco, tmp_path):
+    """A second training run in the same train.output_dir without --resume stops before touching
+    the previous checkpoints; --resume written after the overrides resumes; train.overwrite=True
+    starts over."""
+    out = str(tmp_path / "run")
+    common = ("train.eval_period=0", "train.checkpointer.period=100")
+    run_train_net(RETINANET_TINY, tiny_coco, out, "train.max_iter=2", *common)
+    final = os.path.join(out, "model_final.pth")
+    with open(final, "rb") as f:
+        first = f.read()
+
+    log = run_train_net(RETINANET_TINY, tiny_coco, out, "train.max_iter=2", *common, expect_failure=True)
+    assert "already holds checkpoints of a previous run" in log and "--resume" in log, log[-3000:]
+    assert "train.overwrite=True" in log and "Starting training" not in log
+    with open(final, "rb") as f:
+        assert f.read() == first, "model_final.pth was overwritten"
+
+    log = run_train_net(RETINANET_TINY, tiny_coco, out, "train.max_iter=3", *common, "--resume")
+    assert "Starting training from iteration 2" in log, log[-3000:]
+    assert training_iterations(read_metrics(out)) == [0, 1, 2]
+
+    log = run_train_net(RETINANET_TINY, tiny_coco, out, "train.max_iter=1", *common, "train.overwrite=True")
+    assert "Starting training from iteration 0" in log
+    assert torch.load(final, map_location="cpu", weights_only=True)["iteration"] == 0
+
+
+def test_parse_args_accepts_flags_after_the_overrides(capsys):
+    from detectron2.engine import default_argument_parser
+
+    from codetr.engine import parse_args
+
+    parser = default_argument_parser()
+    args = parse_args(parser, ["--config-file", "c.py", "train.max_iter=5", "--resume", "--num-gpus", "2",
+                               "train.device=cpu", "--dist-url=auto", "--eval-only"])
+    assert args.resume and args.eval_only and args.num_gpus == 2 and args.dist_url == "auto"
+    assert args.opts == ["train.max_iter=5", "train.device=cpu"] and args.config_file == "c.py"
+    args = parse_args(parser, ["--resume", "--config-file", "c.py", "a.b=1"])
+    assert args.resume and not args.eval_only and args.num_gpus == 1 and args.opts == ["a.b=1"]
+    for bad, message in ((["train.max_iter", "5"], "'train.max_iter' is not KEY=VALUE"),
+                         (["--resmue"], "unknown flag '--resmue'")):
+        with pytest.raises(SystemExit):
+            parse_args(parser, ["--config-file", "c.py", "a.b=1", *bad])
+        assert message in capsys.readouterr().err

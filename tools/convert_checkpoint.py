@@ -2,13 +2,15 @@
 """Convert an official / detrex / mmdet checkpoint into a Detectron2 checkpoint of this project.
 
     python tools/convert_checkpoint.py --source detrex-dino dino_r50_4scale_12ep_49_2AP.pth out.pth
-    python tools/convert_checkpoint.py --source dino-official checkpoint0011_4scale.pth out.pth --allow-pickle
+    python tools/convert_checkpoint.py --source dino-official checkpoint0011_4scale.pth out.pth --allow-unsafe-pickle
     python tools/convert_checkpoint.py --list-sources
 
-The input is read with ``torch.load(weights_only=True)``; files that need general unpickling
-(e.g. the DINO repository's checkpoints, which store an ``argparse.Namespace``) are refused
-unless ``--allow-pickle`` is given (only for files you trust). Every source key is mapped or
-explicitly dropped; unknown keys and shape mismatches are errors naming the key. The result is
+The input is read by ``codetr.checkpoint.load_checkpoint_file`` (``torch.load(weights_only=True)``,
+a restricted unpickler for ``.pkl``); files that need general unpickling (e.g. the DINO
+repository's checkpoints, which store an ``argparse.Namespace``) are refused unless
+``--allow-unsafe-pickle`` (alias ``--allow-pickle``) is given (only for files you trust). Every
+source key is mapped or explicitly dropped; unknown keys and shape mismatches are errors naming the
+key. The result is
 then checked against the matching config's model (its keys and shapes, built on the meta
 device: no memory, no weights): by default the config the source selects, or ``--config-file``
 with optional ``KEY=VALUE`` overrides; ``--no-verify`` skips this.
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", nargs="?", help="converted Detectron2 checkpoint to write (.pth)")
     p.add_argument("--drop-training-weights", action="store_true",
                    help="drop weights used only in training (denoising label embedding, auxiliary heads)")
-    p.add_argument("--allow-pickle", action="store_true",
+    p.add_argument("--allow-unsafe-pickle", "--allow-pickle", dest="allow_unsafe_pickle", action="store_true",
                    help="allow general unpickling of the input (can execute code: trusted files only)")
     p.add_argument("--config-file", help="verify against this config (default: the one the source selects)")
     p.add_argument("--no-verify", action="store_true", help="do not check the result against a config's model")
@@ -87,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
     try:
-        state_dict = extract_state_dict(load_checkpoint_file(args.input, allow_pickle=args.allow_pickle))
+        state_dict = extract_state_dict(load_checkpoint_file(args.input, allow_unsafe_pickle=args.allow_unsafe_pickle))
         result = convert(args.source, state_dict, drop_training_weights=args.drop_training_weights)
         config = None
         if not args.no_verify:

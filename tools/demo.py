@@ -13,6 +13,10 @@ model (the threshold only applies to the drawings) in the COCO results format
 categories, and the files that could not be read. Images are preprocessed by the config's test
 mapper (the resize used for evaluation) and predicted one at a time on ``train.device``.
 
+``--weights`` is read without executing code from it and must fit the model (see
+``codetr.checkpoint.Checkpointer``); ``--allow-unsafe-pickle`` and
+``train.init_checkpoint_partial=True`` opt out of these checks.
+
 Unreadable images are reported (and listed in ``coco_images.json``) while the others are still
 processed; the exit status is 0 when every image was processed, 1 when some failed, 2 when none
 could be processed.
@@ -40,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="an image file or a folder of images (not recursive)")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--confidence-threshold", type=float, default=0.3, help="minimum score of drawn detections")
+    p.add_argument("--allow-unsafe-pickle", action="store_true",
+                   help="allow full unpickling of --weights (can execute code: only for files you trust); "
+                        "same as train.allow_unsafe_pickle=True")
     p.add_argument("opts", nargs="*", help="config overrides KEY=VALUE, e.g. train.device=cpu")
     return p
 
@@ -72,10 +79,9 @@ def dataset_metadata(dataset_names):
 
 
 def build_model(cfg):
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import instantiate
 
-    from codetr.engine import build_model_ema, ema_has_weights
+    from codetr.engine import build_checkpointer, build_model_ema, ema_has_weights
 
     device = cfg.train.get("device", "cuda")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -83,7 +89,7 @@ def build_model(cfg):
     model = instantiate(cfg.model).to(device)
     ema_cfg = cfg.train.get("model_ema", None) or {}
     ema = build_model_ema(model, ema_cfg.get("decay", 0.999)) if ema_cfg.get("enabled", False) else None
-    DetectionCheckpointer(model, **({"ema": ema} if ema is not None else {})).load(cfg.train.init_checkpoint)
+    build_checkpointer(cfg.train, model, **({"ema": ema} if ema is not None else {})).load(cfg.train.init_checkpoint)
     if ema is not None and ema_cfg.get("use_ema_weights_for_eval_only", True) and ema_has_weights(ema):
         model = ema.module
     return model.eval()
@@ -108,6 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from PIL import Image
     from tqdm import tqdm
 
+    from codetr.checkpoint import CheckpointConversionError
     from codetr.data.mapper_utils import read_image_rgb
     from codetr.engine.visualize import require_visualizer
 
@@ -117,6 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     cfg.train.init_checkpoint = args.weights
+    if args.allow_unsafe_pickle:
+        cfg.train.allow_unsafe_pickle = True
     try:
         images, skipped = list_inputs(args.input)
     except FileNotFoundError as e:
@@ -130,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     contiguous_to_id = {v: k for k, v in getattr(meta, "thing_dataset_id_to_contiguous_id", {}).items()}
     try:
         model = build_model(cfg)
-    except RuntimeError as e:  # e.g. train.device=cuda without a GPU
+    except (RuntimeError, CheckpointConversionError) as e:  # no GPU; an unsafe or non-matching checkpoint
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.output, exist_ok=True)

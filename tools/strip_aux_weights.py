@@ -12,16 +12,20 @@ for training only, the auxiliary heads (``aux_heads.``), the positive-query proj
     python tools/strip_aux_weights.py model_final.pth out.pth --ema     # the EMA weights
 
 Without ``--dino`` the keys keep their ``detector.`` prefix and load into the Co-DETR config
-(``--eval-only train.init_checkpoint=out.pth``; the auxiliary modules are then reported missing,
-which does not matter at inference). With ``--dino`` the prefix is removed so that the weights
-load into the corresponding DINO config.
+(``--eval-only train.init_checkpoint=out.pth``; the auxiliary modules, which inference does not
+use, are then missing, and the load is accepted: ``CoDETR.training_only_state_prefixes``). With
+``--dino`` the prefix is removed so that the weights load into the corresponding DINO config.
+The input is read by ``codetr.checkpoint.load_checkpoint_file`` (``weights_only``).
 """
 import argparse
+import os
 import sys
 
 import torch
 
-AUX_PREFIXES = ("aux_heads.", "positive_queries.", "downsample.", "pyramid_adapter.")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "projects"))
+
+from codetr.modeling.meta_arch.co_detr import TRAINING_ONLY_PREFIXES as AUX_PREFIXES  # noqa: E402
 DETECTOR = "detector."
 
 
@@ -45,8 +49,12 @@ def main(argv=None):
     parser.add_argument("output", help="where to write the inference checkpoint")
     parser.add_argument("--dino", action="store_true", help="drop the 'detector.' prefix (load into a DINO config)")
     parser.add_argument("--ema", action="store_true", help="take the EMA weights saved under 'ema'")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="allow full unpickling of the input (can execute code: only for files you trust)")
     args = parser.parse_args(argv)
-    ckpt = torch.load(args.input, map_location="cpu", weights_only=True)
+    from codetr.checkpoint import load_checkpoint_file  # weights_only / restricted unpickling
+
+    ckpt = load_checkpoint_file(args.input, allow_unsafe_pickle=args.allow_unsafe_pickle)
     if args.ema:
         if "ema" not in ckpt:
             sys.exit(f"strip_aux_weights: {args.input} has no 'ema' entry (keys: {sorted(ckpt)})")

@@ -7,6 +7,24 @@ train = dict(
     output_dir="./output",
     # checkpoint loaded before training / for --eval-only (a local path; "" = none)
     init_checkpoint="",
+    # Every checkpoint (init_checkpoint, --resume, tools/demo.py) is loaded by
+    # codetr.checkpoint.Checkpointer, which must find the model in it: accepted are a complete
+    # match, a backbone initialisation (only backbone tensors, covering at least half of the
+    # backbone, nothing else: e.g. the ImageNet R-50.pkl) and a Co-DETR checkpoint without its
+    # training-only auxiliary modules. Anything else (a shape mismatch such as another
+    # num_classes, tensors of another model, a detector checkpoint covering part of the model)
+    # is an error naming the counts of matched / missing / unexpected / mis-shaped tensors.
+    # True: load whatever matches (Detectron2's behaviour, e.g. fine-tuning from another class
+    # count) and log what was loaded and skipped.
+    init_checkpoint_partial=False,
+    # Checkpoint files are read without executing code: torch.load(weights_only=True), and a
+    # restricted unpickler (numpy arrays, numbers, strings, containers) for Detectron2 .pkl
+    # files. True: unpickle trusted files that hold other objects fully (a crafted file runs
+    # code); a warning is logged.
+    allow_unsafe_pickle=False,
+    # A training run (without --resume) refuses an output_dir that already holds checkpoints
+    # (model_*.pth, last_checkpoint); True: overwrite them.
+    overwrite=False,
     # length in epochs; max_iter and iters_per_epoch are filled from the training dataset's size
     # and dataloader.train.total_batch_size when None (codetr.engine.resolve_schedule).
     # A value given here or on the command line wins (train.max_iter=20 for a quick run). LR

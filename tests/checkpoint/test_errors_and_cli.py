@@ -87,9 +87,9 @@ def test_missing_bn_statistics_and_untied_aliases_are_errors():
 def test_pickle_is_refused_unless_allowed(tmp_path):
     path = str(tmp_path / "dino_official.pth")
     torch.save({"model": {"x": torch.ones(2)}, "args": argparse.Namespace(lr=1e-4), "epoch": 11}, path)
-    with pytest.raises(PickleRefusedError, match=r"argparse\.Namespace.*--allow-pickle"):
+    with pytest.raises(PickleRefusedError, match=r"argparse\.Namespace.*--allow-unsafe-pickle"):
         load_checkpoint_file(path)
-    assert torch.equal(extract_state_dict(load_checkpoint_file(path, allow_pickle=True))["x"], torch.ones(2))
+    assert torch.equal(extract_state_dict(load_checkpoint_file(path, allow_unsafe_pickle=True))["x"], torch.ones(2))
 
 
 def test_extract_state_dict_formats():
@@ -132,8 +132,8 @@ def test_cli_errors_and_pickle_opt_in(tmp_path, capsys):
     sd = dino_official(TINY, values="zeros")
     torch.save({"model": sd, "args": argparse.Namespace(num_classes=91)}, src)
     assert cli.main(["--source", "dino-official", src, out]) == 1
-    assert "--allow-pickle" in capsys.readouterr().err and not os.path.exists(out)
-    assert cli.main(["--source", "dino-official", src, out, "--allow-pickle", "--no-verify"]) == 0
+    assert "--allow-unsafe-pickle" in capsys.readouterr().err and not os.path.exists(out)
+    assert cli.main(["--source", "dino-official", src, out, "--allow-unsafe-pickle", "--no-verify"]) == 0
     assert torch.load(out, weights_only=True)["model"]["transformer.enc_class_embed.weight"].shape == (80, 16)
     assert cli.main(["--source", "no-such-source", src, out, "--allow-pickle"]) == 2
     assert "unknown checkpoint source 'no-such-source'" in capsys.readouterr().err

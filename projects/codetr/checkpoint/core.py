@@ -37,7 +37,6 @@ __all__ = [
     "list_sources",
     "convert",
     "verify_state_dict",
-    "load_checkpoint_file",
     "extract_state_dict",
     "to_detectron2_checkpoint",
     "iter_layer_indices",
@@ -365,42 +364,6 @@ def to_detectron2_checkpoint(
             "config_overrides": list(config_overrides),
         },
     }
-
-
-# --------------------------------------------------------------------------------------------
-# Reading checkpoint files
-# --------------------------------------------------------------------------------------------
-def _unsafe_globals(path: str) -> List[str]:
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # noqa: BLE001 - best effort, only used to improve the message
-        return []
-
-
-def load_checkpoint_file(path: str, allow_pickle: bool = False):
-    """``torch.load`` a checkpoint on the CPU with ``weights_only=True``.
-
-    Files whose pickle references other Python objects (e.g. the ``argparse.Namespace`` of the
-    DINO repo's ``args`` entry, mmcv ``meta``) are refused with ``PickleRefusedError`` naming
-    those objects, unless ``allow_pickle`` (only for files from a trusted source: unpickling
-    can execute arbitrary code).
-    """
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if allow_pickle:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        names = _unsafe_globals(path)
-        if names:
-            what = f" It references: {', '.join(names)}."
-        else:  # keep torch's own reason, without its terminal escape codes
-            what = " " + re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1]
-        raise PickleRefusedError(
-            f"{path}: not loadable with torch.load(weights_only=True); it needs general unpickling, which can "
-            f"run arbitrary code.{what} If you trust the file, pass --allow-pickle (allow_pickle=True)."
-        ) from None
 
 
 _WRAPPER_KEYS = ("model", "state_dict", "model_state", "module")

@@ -4,6 +4,7 @@ visualisation."""
 from .config import apply_overrides_strict
 from .data import build_train_loader
 from .ema import EMAHook, build_model_ema, ema_has_weights
+from .run_checks import build_checkpointer, check_output_dir, parse_args
 from .optim import DEFAULT_EMBED_NAMES, get_optimizer_params
 from .schedule import iters_per_epoch, multistep_lr_schedule, resolve_schedule, schedule_iteration, warmup_length
 from .trainer import Trainer, parse_amp_dtype
@@ -12,6 +13,9 @@ from .visualize import require_visualizer, save_prediction_images
 __all__ = [
     "apply_overrides_strict",
     "build_train_loader",
+    "build_checkpointer",
+    "check_output_dir",
+    "parse_args",
     "EMAHook",
     "build_model_ema",
     "ema_has_weights",

@@ -28,7 +28,7 @@ detector's business: no padding mask, targets and predictions normalised by the 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -42,9 +42,12 @@ from codetr.modeling.queries.positive_queries import PositiveQueries
 
 from .query_detector import QueryDetector
 
-__all__ = ["CoDETR"]
+__all__ = ["CoDETR", "TRAINING_ONLY_PREFIXES"]
 
 EVAL_MODULES = ("detr", "one-stage", "two-stage")
+# state-dict prefixes of the auxiliary branch, which inference with the DETR decoder never runs
+# (tools/strip_aux_weights.py drops them; the Checkpointer accepts checkpoints without them)
+TRAINING_ONLY_PREFIXES = ("aux_heads.", "positive_queries.", "downsample.", "pyramid_adapter.")
 
 
 def _num_classes(head: nn.Module) -> Optional[int]:
@@ -147,6 +150,13 @@ class CoDETR(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.detector.device
+
+    @property
+    def training_only_state_prefixes(self) -> Tuple[str, ...]:
+        """State-dict prefixes of the modules inference does not use (read by
+        ``codetr.checkpoint.Checkpointer``: an aux-stripped checkpoint then loads as complete):
+        the auxiliary branch when the DETR decoder evaluates, nothing otherwise."""
+        return TRAINING_ONLY_PREFIXES if self.eval_module == "detr" else ()
 
     # ------------------------------------------------------------------ entry point
     def forward(self, batched_inputs: List[Dict]):

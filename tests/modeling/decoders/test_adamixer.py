@@ -15,18 +15,10 @@ from codetr.modeling.decoders.adamixer import (
     xyzr_position_embedding,
 )
 from codetr.modeling.decoders.xyzr import refine_xyzr, xyxy_to_xyzr
-from codetr.modeling.encoders.output import EncoderOutput, flatten_levels, get_valid_ratios
+
+from adamixer_cases import make_enc
 
 STRIDES = (4, 8)
-
-
-def make_enc(features, masks=None):
-    if masks is None:
-        masks = [torch.zeros(f.shape[0], *f.shape[-2:], dtype=torch.bool) for f in features]
-    memory, shapes, start, _ = flatten_levels(features)
-    mask_flat = flatten_levels(masks)[0]
-    return EncoderOutput(memory, mask_flat, torch.zeros_like(memory), shapes, start, get_valid_ratios(masks),
-                         tuple(features), tuple(masks))
 
 
 def small_layer(**kw):

@@ -178,3 +178,16 @@ def test_errors():
         adaptive_sampling_3d(feats, (4,), torch.zeros(1, 1, 3, 1, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="impl"):
         adaptive_sampling_3d(feats, (4,), torch.zeros(1, 1, 2, 1, 3, dtype=torch.float64), impl="cuda")
+
+
+def test_pre_flattened_value_gives_the_same_result():
+    strides = (4, 8)
+    feats = _pyramid(2, 4, [(4, 6), (2, 3)], seed=10)
+    g = torch.Generator().manual_seed(11)
+    points = torch.cat([torch.rand(2, 3, 2, 2, 2, generator=g, dtype=torch.float64) * 24,
+                        torch.rand(2, 3, 2, 2, 1, generator=g, dtype=torch.float64) + 2], -1)
+    flat = torch.cat([f.flatten(2) for f in feats], 2).transpose(1, 2)
+    torch.testing.assert_close(adaptive_sampling_3d(feats, strides, points, impl="ms_deform_attn", flat=flat),
+                               explicit_lookup(feats, strides, points, 2.0))
+    with pytest.raises(ValueError, match="flat"):
+        adaptive_sampling_3d(feats, strides, points, impl="ms_deform_attn", flat=flat[:, 1:])

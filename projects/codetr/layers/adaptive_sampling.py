@@ -24,7 +24,7 @@ L levels.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +96,7 @@ def adaptive_sampling_3d(
     points: Tensor,
     tau: float = 2.0,
     impl: str = "grid_sample",
+    flat: Optional[Tensor] = None,
 ) -> Tensor:
     """Sample every point bilinearly on every level, weighted by the level weights.
 
@@ -107,6 +108,9 @@ def adaptive_sampling_3d(
         impl: "grid_sample" (``F.grid_sample`` per level) or "ms_deform_attn" (the compiled
             deformable-attention op, every point a query of its own and the level weights as its
             attention weights). Same result (see ``tests/layers/test_adaptive_sampling.py``).
+        flat: optional (N, S, C), the same maps flattened level after level (S = sum H_l W_l, e.g.
+            ``EncoderOutput.memory``): the "ms_deform_attn" path reads it instead of flattening
+            ``features`` again (the caller guarantees they hold the same values).
     Returns:
         (N, Q, G, P, C // G) in the features' dtype.
     """
@@ -114,7 +118,7 @@ def adaptive_sampling_3d(
     if impl == "grid_sample":
         return _sample_grid_sample(features, strides, points, tau)
     if impl == "ms_deform_attn":
-        return _sample_ms_deform_attn(features, strides, points, tau)
+        return _sample_ms_deform_attn(features, strides, points, tau, flat)
     raise ValueError(f"adaptive_sampling_3d: impl must be one of {IMPLS}, got {impl!r}")
 
 
@@ -136,10 +140,17 @@ def _sample_grid_sample(features, strides, points, tau):
     return out
 
 
-def _sample_ms_deform_attn(features, strides, points, tau):
+def _sample_ms_deform_attn(features, strides, points, tau, flat=None):
     n, q, g, p, _ = points.shape
     c = features[0].shape[1]
-    value = torch.cat([f.flatten(2) for f in features], 2).transpose(1, 2).reshape(n, -1, g, c // g)
+    if flat is None:
+        flat = torch.cat([f.flatten(2) for f in features], 2).transpose(1, 2)
+    elif flat.shape != (n, sum(f.shape[-2] * f.shape[-1] for f in features), c):
+        raise ValueError(
+            f"adaptive_sampling_3d: flat {tuple(flat.shape)} is not the (N, S, C) flattening of features "
+            f"{[tuple(f.shape) for f in features]}"
+        )
+    value = flat.reshape(n, -1, g, c // g)
     shapes = torch.tensor([tuple(f.shape[-2:]) for f in features], dtype=torch.long, device=value.device)
     start = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
     acc = torch.float64 if value.dtype == torch.float64 else torch.float32
@@ -201,9 +212,12 @@ class AdaptiveSampling3D(nn.Module):
             nn.init.uniform_(bias[..., :2], -0.5, 0.5)
         bias[..., 2] = -1.0
 
-    def forward(self, features: Sequence[Tensor], content: Tensor, xyzr: Tensor) -> Tensor:
+    def forward(self, features: Sequence[Tensor], content: Tensor, xyzr: Tensor, flat: Optional[Tensor] = None
+                ) -> Tensor:
+        """features: L maps (N, C, H_l, W_l); content (N, Q, content_dim); xyzr (N, Q, 4) pixels;
+        flat: optionally the maps flattened (see ``adaptive_sampling_3d``)."""
         n, q = content.shape[:2]
         offsets = self.offsets(content).view(n, q, self.num_groups, self.num_points, 3)
         acc = torch.float64 if xyzr.dtype == torch.float64 else torch.float32  # pixels need fp32 under AMP
         points = sampling_points_3d(xyzr.to(acc), offsets.to(acc))
-        return adaptive_sampling_3d(features, self.strides, points, self.tau, self.impl)
+        return adaptive_sampling_3d(features, self.strides, points, self.tau, self.impl, flat)

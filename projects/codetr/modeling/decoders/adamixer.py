@@ -22,9 +22,11 @@ Layer interface (the ``QueryDecoder`` one): ``forward(content, query_pos, refere
 attn_mask) -> content`` with ``reference`` (N, Q, 4) xyzr in pixels (detached inside the layer:
 no gradient flows through positions, as in the official layers), ``query_pos`` (N, Q, C) the
 position embedding (``XYZRSinePosition`` of the reference) or None to compute it here,
-``enc.features`` the L maps (N, C, H_l, W_l) with the layer's ``strides`` (padded positions
-should hold zeros, ``codetr.layers.adaptive_sampling.zero_padding``, for batched inference to
-equal single-image inference), ``attn_mask`` None or bool (Q, Q) / (N * heads, Q, Q), True =
+``enc`` the ``EncoderOutput`` whose memory is sampled (its pyramid view ``enc.memory_maps()``, L
+maps (N, C, H_l, W_l) with the layer's ``strides``; AdaMixer has no encoder:
+``EncoderOutput.from_levels`` of the neck's maps; padded positions should hold zeros,
+``codetr.layers.adaptive_sampling.zero_padding``, for batched inference to equal single-image
+inference), ``attn_mask`` None or bool (Q, Q) / (N * heads, Q, Q), True =
 blocked.
 """
 from __future__ import annotations
@@ -146,7 +148,7 @@ class AdaMixerDecoderLayer(nn.Module):
         num_groups: G, channel groups of sampling and mixing.
         in_points: P_in, points sampled per group (AdaMixer 32, DEQDet 64).
         out_points: P_out of the spatial mixing (128).
-        strides: strides of ``enc.features``.
+        strides: strides of the sampled levels (``enc.memory_maps()``).
         tau: level-weight temperature of the 3-d sampling (2).
         dropout: attention and FFN dropout (0 in both papers).
         sampling_impl: "ms_deform_attn" or "grid_sample" (``adaptive_sampling_3d``).
@@ -212,7 +214,7 @@ class AdaMixerDecoderLayer(nn.Module):
         attn_mask: Optional[Tensor] = None,
     ) -> Tensor:
         """content (N, Q, C); query_pos (N, Q, C) or None; reference (N, Q, 4) xyzr pixels;
-        ``enc.features`` L maps (N, C_feat, H_l, W_l). Returns the new content (N, Q, C)."""
+        ``enc.memory`` (N, S, C_feat) over L levels. Returns the new content (N, Q, C)."""
         reference = reference.detach()
         if query_pos is None:
             query_pos = xyzr_position_embedding(reference, self.embed_dim)
@@ -220,6 +222,6 @@ class AdaMixerDecoderLayer(nn.Module):
         bias = self.attention_bias(reference, attn_mask).to(q.dtype)
         attn = self.self_attn(q, q, q, attn_mask=bias, need_weights=False)[0]
         content = self.norm1(q + attn)
-        sampled = self.sampling(enc.features, content, reference)
+        sampled = self.sampling(enc.memory_maps(), content, reference, enc.memory)
         content = self.norm2(self.mixing(sampled, content))
         return self.norm3(self.ffn(content))

@@ -108,3 +108,35 @@ def test_unknown_layer_keys_are_reported():
     sd["roi_head.bbox_head.0.mask_head.weight"] = torch.zeros(1)
     with pytest.raises(UnknownKeyError, match="mask_head"):
         _convert(sd)
+
+
+@pytest.mark.parametrize("conv_name,content_name,kernel", [("convs", "init_proposal_features", 3),
+                                                            ("lateral_convs", "init_content_features", 1)])
+def test_neck_and_queries(conv_name, content_name, kernel):
+    from detectron2.layers import ShapeSpec
+
+    from codetr.checkpoint.adamixer import map_adamixer_neck, map_fixed_box_queries
+    from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
+    from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+
+    in_channels = [256, 512, 1024, 2048]
+    sd = {}
+    for i, c in enumerate(in_channels):
+        sd[f"neck.{conv_name}.{i}.conv.weight"] = torch.randn(256, c, kernel, kernel)
+        sd[f"neck.{conv_name}.{i}.conv.bias"] = torch.randn(256)
+    sd["neck.gn_out.weight"], sd["neck.gn_out.bias"] = torch.randn(256), torch.randn(256)
+    sd["rpn_head.init_proposal_bboxes.weight"] = torch.tensor([0.5, 0.5, 1.0, 1.0]).repeat(100, 1)
+    sd[f"rpn_head.{content_name}.weight"] = torch.randn(100, 256)
+    m = KeyMapper(sd, "test")
+    assert map_adamixer_neck(m) == 4
+    map_fixed_box_queries(m)
+    out, dropped = m.finish()
+    assert dropped == []
+    shapes = {f"res{i + 2}": ShapeSpec(channels=c, stride=4 * 2 ** i) for i, c in enumerate(in_channels)}
+    model = torch.nn.Module()
+    model.neck = SharedNormChannelMapper(shapes, list(shapes), kernel_size=kernel, activation=kernel == 3)
+    model.queries = FixedBoxQueries(100, 256)
+    model.load_state_dict(out, strict=True)
+    assert torch.equal(model.neck.convs[2].weight, sd[f"neck.{conv_name}.2.conv.weight"])
+    assert torch.equal(model.neck.norm.bias, sd["neck.gn_out.bias"])
+    assert torch.equal(model.queries.content, sd[f"rpn_head.{content_name}.weight"])

@@ -26,6 +26,17 @@ official (under ``roi_head.bbox_head.i.``)                      codetr (under ``
                                                                 ``AdaMixerHead`` never calls)
 ==============================================================  ==================================
 
+Neck (``SharedNormChannelMapper``) and initial queries (``FixedBoxQueries``):
+
+==============================================================  ==================================
+``neck.convs.i.conv`` (DEQDet) / ``neck.lateral_convs.i.conv``  ``<neck>.convs.i``
+(AdaMixer)
+``neck.gn_out``                                                 ``<neck>.norm``
+``rpn_head.init_proposal_bboxes.weight``                        ``<queries>.boxes``
+``rpn_head.init_proposal_features.weight`` (DEQDet) /           ``<queries>.content``
+``rpn_head.init_content_features.weight`` (AdaMixer)
+==============================================================  ==================================
+
 The layouts agree without reordering: offsets are (group, point, (dx, dy, dz)); the mixing
 generator's output is per group [channel matrix (C_in x C_out), spatial matrix (P_out x P_in)];
 the mixing output is flattened (group, point, channel); the classifier is 80-way in the contiguous
@@ -37,7 +48,7 @@ import re
 
 from .core import KeyMapper, iter_layer_indices
 
-__all__ = ["map_adamixer_layers"]
+__all__ = ["map_adamixer_layers", "map_adamixer_neck", "map_fixed_box_queries"]
 
 WB = r"(weight|bias)"
 
@@ -71,3 +82,21 @@ def map_adamixer_layers(m: KeyMapper, src: str = "roi_head.bbox_head.", dst: str
         m.drop_matching(s + r"instance_interactive_conv(_norm)?\..+",
                         "DIIHead's dynamic conv, built by the parent class and never used by AdaMixerHead")
     return len(indices)
+
+
+def map_adamixer_neck(m: KeyMapper, src: str = "neck.", dst: str = "neck.") -> int:
+    """DEQDet's ``ChannelMapperWithGN`` (``convs.i.conv``) or AdaMixer's ``ChannelMapping``
+    (``lateral_convs.i.conv``) and their shared ``gn_out`` -> ``SharedNormChannelMapper`` keys under
+    ``dst``. Returns the number of levels."""
+    s = re.escape(src)
+    n = m.rename_all(s + rf"(?:convs|lateral_convs)\.(\d+)\.conv\.{WB}", rf"{dst}convs.\1.\2") // 2
+    m.rename_all(s + rf"gn_out\.{WB}", rf"{dst}norm.\1")
+    return n
+
+
+def map_fixed_box_queries(m: KeyMapper, src: str = "rpn_head.", dst: str = "queries.") -> None:
+    """The initial query embeddings (DEQDet ``FixPositionEmbeddingRPNHead``, AdaMixer
+    ``InitialQueryGenerator``) -> ``FixedBoxQueries`` keys under ``dst``."""
+    s = re.escape(src)
+    m.rename_all(s + r"init_proposal_bboxes\.weight", f"{dst}boxes")
+    m.rename_all(s + r"init_(?:proposal|content)_features\.weight", f"{dst}content")

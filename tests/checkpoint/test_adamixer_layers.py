@@ -140,3 +140,27 @@ def test_neck_and_queries(conv_name, content_name, kernel):
     assert torch.equal(model.neck.convs[2].weight, sd[f"neck.{conv_name}.2.conv.weight"])
     assert torch.equal(model.neck.norm.bias, sd["neck.gn_out.bias"])
     assert torch.equal(model.queries.content, sd[f"rpn_head.{content_name}.weight"])
+
+
+def test_whole_deqdet_checkpoint_is_accounted_for():
+    import torchvision
+
+    from codetr.checkpoint.adamixer import convert_deqdet_state_dict
+
+    with torch.device("meta"):
+        resnet = torchvision.models.resnet50().state_dict()  # mmdet's ResNet uses the same names, no fc
+    sd = {f"backbone.{k}": v for k, v in resnet.items() if not k.startswith("fc.")}
+    sd.update(official_state_dict(2, device="meta"))
+    for i, c in enumerate([256, 512, 1024, 2048]):
+        sd[f"neck.convs.{i}.conv.weight"] = torch.empty(256, c, 3, 3, device="meta")
+        sd[f"neck.convs.{i}.conv.bias"] = torch.empty(256, device="meta")
+    sd["neck.gn_out.weight"] = sd["neck.gn_out.bias"] = torch.empty(256, device="meta")
+    sd["rpn_head.init_proposal_bboxes.weight"] = torch.empty(100, 4, device="meta")
+    sd["rpn_head.init_proposal_features.weight"] = torch.empty(100, 256, device="meta")
+    out, dropped = convert_deqdet_state_dict(sd)
+    assert "backbone.res5.2.conv3.norm.running_var" in out and "backbone.stem.conv1.weight" in out
+    assert "decoder.layers.1.mixing.out_proj.weight" in out and "queries.content" in out and "neck.norm.weight" in out
+    assert {d.key.split(".")[0] for d in dropped} <= {"backbone", "roi_head"}
+    sd["roi_head.bbox_head.2.extra.weight"] = torch.empty(1, device="meta")
+    with pytest.raises(UnknownKeyError, match="extra"):
+        convert_deqdet_state_dict(sd)

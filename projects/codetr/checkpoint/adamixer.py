@@ -45,10 +45,14 @@ COCO order (mmdet's = Detectron2's).
 from __future__ import annotations
 
 import re
+from typing import Dict, List, Mapping, Tuple
 
-from .core import KeyMapper, iter_layer_indices
+from torch import Tensor
 
-__all__ = ["map_adamixer_layers", "map_adamixer_neck", "map_fixed_box_queries"]
+from .core import DroppedKey, KeyMapper, iter_layer_indices
+from .resnet import map_resnet
+
+__all__ = ["convert_deqdet_state_dict", "map_adamixer_layers", "map_adamixer_neck", "map_fixed_box_queries"]
 
 WB = r"(weight|bias)"
 
@@ -100,3 +104,24 @@ def map_fixed_box_queries(m: KeyMapper, src: str = "rpn_head.", dst: str = "quer
     s = re.escape(src)
     m.rename_all(s + r"init_proposal_bboxes\.weight", f"{dst}boxes")
     m.rename_all(s + r"init_(?:proposal|content)_features\.weight", f"{dst}content")
+
+
+def convert_deqdet_state_dict(
+    state_dict: Mapping[str, Tensor],
+    backbone: str = "backbone.",
+    neck: str = "neck.",
+    queries: str = "queries.",
+    decoder: str = "decoder.",
+    source: str = "deqdet-official",
+) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
+    """A whole official DEQDet (or AdaMixer / FFNDet) R50/R101 checkpoint: mmdet ResNet
+    ``backbone.*`` (torchvision layout) -> Detectron2 ResNet keys under ``backbone``, the neck, the
+    initial queries and the decoder layers under the given prefixes (those of the detector that
+    will load it; not registered as a ``--source`` until that detector and its configs exist).
+    Every source key is mapped or dropped, else ``UnknownKeyError``."""
+    m = KeyMapper(state_dict, source)
+    map_resnet(m, "backbone.", backbone)
+    map_adamixer_neck(m, "neck.", neck)
+    map_fixed_box_queries(m, "rpn_head.", queries)
+    map_adamixer_layers(m, "roi_head.bbox_head.", decoder)
+    return m.finish()

@@ -174,8 +174,9 @@ class AdaptiveSampling3D(nn.Module):
     Args:
         content_dim: query content channels.
         num_groups: G. num_points: P. strides: the levels' strides. tau: level temperature.
-        impl: see ``adaptive_sampling_3d``; the compiled op by default (forward + backward 2.5-3.6x
-            faster on the CPU, ``benchmarks/adamixer_sampling.md``).
+        impl: see ``adaptive_sampling_3d``; the compiled op by default (with the pyramid passed
+            pre-flattened, forward + backward 2.5-3.9x faster on the CPU,
+            ``benchmarks/adamixer_sampling.md``).
     forward(features, content (N, Q, content_dim), xyzr (N, Q, 4)) -> (N, Q, G, P, C // G).
     """
 

@@ -1,0 +1,127 @@
+"""Key maps of the AdaMixer decoder layers of the official releases, into
+``codetr.modeling.decoders.refinement.AdaMixerRefiner`` (``layers.i``, ``class_heads.i``,
+``box_heads.i``).
+
+Both MCG-NJU/DEQDet (mmdet 3, ``AdaMixerHead``, a ``DIIHead`` subclass) and MCG-NJU/AdaMixer
+(mmdet 2, ``AdaMixerDecoderStage``) store one decoder layer with its heads under
+``roi_head.bbox_head.i.``: DEQDet i = 0 (g) and 1 (f), AdaMixer i = 0..5. Per layer:
+
+==============================================================  ==================================
+official (under ``roi_head.bbox_head.i.``)                      codetr (under ``dst``)
+==============================================================  ==================================
+``attention.attn.{in_proj_weight,in_proj_bias,out_proj.*}``     ``layers.i.self_attn.*``
+``attention_norm``                                              ``layers.i.norm1``
+``iof_tau`` (heads,)                                            ``layers.i.iof_tau``
+``sampling_n_mixing.sampling_offset_generator.0``               ``layers.i.sampling.offsets``
+``sampling_n_mixing.adaptive_mixing.parameter_generator.0``     ``layers.i.mixing.parameter_generator``
+``sampling_n_mixing.adaptive_mixing.out_proj``                  ``layers.i.mixing.out_proj``
+``sampling_n_mixing.norm`` (after the mixing residual)          ``layers.i.norm2``
+``ffn.layers.0.0`` / ``ffn.layers.1``                           ``layers.i.ffn.linear1`` / ``linear2``
+``ffn_norm``                                                    ``layers.i.norm3``
+``cls_fcs.k`` (Linear, LN, ReLU, ...) / ``fc_cls``              ``class_heads.i.fcs.k`` / ``fc``
+``reg_fcs.k`` / ``fc_reg``                                      ``box_heads.i.fcs.k`` / ``fc``
+``instance_interactive_conv.*``, ``instance_interactive_conv_norm.*``  dropped (DEQDet only: the
+                                                                Sparse R-CNN dynamic conv that
+                                                                ``DIIHead.__init__`` builds and
+                                                                ``AdaMixerHead`` never calls)
+==============================================================  ==================================
+
+Neck (``SharedNormChannelMapper``) and initial queries (``FixedBoxQueries``):
+
+==============================================================  ==================================
+``neck.convs.i.conv`` (DEQDet) / ``neck.lateral_convs.i.conv``  ``<neck>.convs.i``
+(AdaMixer)
+``neck.gn_out``                                                 ``<neck>.norm``
+``rpn_head.init_proposal_bboxes.weight``                        ``<queries>.boxes``
+``rpn_head.init_proposal_features.weight`` (DEQDet) /           ``<queries>.content``
+``rpn_head.init_content_features.weight`` (AdaMixer)
+==============================================================  ==================================
+
+The layouts agree without reordering: offsets are (group, point, (dx, dy, dz)); the mixing
+generator's output is per group [channel matrix (C_in x C_out), spatial matrix (P_out x P_in)];
+the mixing output is flattened (group, point, channel); the classifier is 80-way in the contiguous
+COCO order (mmdet's = Detectron2's).
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Mapping, Tuple
+
+from torch import Tensor
+
+from .core import DroppedKey, KeyMapper, iter_layer_indices
+from .resnet import map_resnet
+
+__all__ = ["convert_deqdet_state_dict", "map_adamixer_layers", "map_adamixer_neck", "map_fixed_box_queries"]
+
+WB = r"(weight|bias)"
+
+_LAYER_RENAMES = (
+    (rf"attention\.attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)", r"self_attn.\1"),
+    (rf"attention_norm\.{WB}", r"norm1.\1"),
+    (r"iof_tau", r"iof_tau"),
+    (rf"sampling_n_mixing\.sampling_offset_generator\.0\.{WB}", r"sampling.offsets.\1"),
+    (rf"sampling_n_mixing\.adaptive_mixing\.parameter_generator\.0\.{WB}", r"mixing.parameter_generator.\1"),
+    (rf"sampling_n_mixing\.adaptive_mixing\.out_proj\.{WB}", r"mixing.out_proj.\1"),
+    (rf"sampling_n_mixing\.norm\.{WB}", r"norm2.\1"),
+    (rf"ffn\.layers\.0\.0\.{WB}", r"ffn.linear1.\1"),
+    (rf"ffn\.layers\.1\.{WB}", r"ffn.linear2.\1"),
+    (rf"ffn_norm\.{WB}", r"norm3.\1"),
+)
+
+
+def map_adamixer_layers(m: KeyMapper, src: str = "roi_head.bbox_head.", dst: str = "") -> int:
+    """Map every official AdaMixer layer ``src + "i."`` to ``AdaMixerRefiner`` keys under
+    ``dst`` (see the module docstring); returns the number of layers. Keys of a layer that match
+    no rule are left for ``KeyMapper.finish`` to report."""
+    indices = iter_layer_indices(m.keys(), src)
+    for i in indices:
+        s = re.escape(f"{src}{i}.")
+        for pattern, repl in _LAYER_RENAMES:
+            m.rename_all(s + pattern, f"{dst}layers.{i}.{repl}")
+        m.rename_all(s + rf"cls_fcs\.(\d+)\.{WB}", rf"{dst}class_heads.{i}.fcs.\1.\2")
+        m.rename_all(s + rf"fc_cls\.{WB}", rf"{dst}class_heads.{i}.fc.\1")
+        m.rename_all(s + rf"reg_fcs\.(\d+)\.{WB}", rf"{dst}box_heads.{i}.fcs.\1.\2")
+        m.rename_all(s + rf"fc_reg\.{WB}", rf"{dst}box_heads.{i}.fc.\1")
+        m.drop_matching(s + r"instance_interactive_conv(_norm)?\..+",
+                        "DIIHead's dynamic conv, built by the parent class and never used by AdaMixerHead")
+    return len(indices)
+
+
+def map_adamixer_neck(m: KeyMapper, src: str = "neck.", dst: str = "neck.") -> int:
+    """DEQDet's ``ChannelMapperWithGN`` (``convs.i.conv``) or AdaMixer's ``ChannelMapping``
+    (``lateral_convs.i.conv``) and their shared ``gn_out`` -> ``SharedNormChannelMapper`` keys under
+    ``dst``. Returns the number of levels."""
+    s = re.escape(src)
+    n = m.rename_all(s + rf"(?:convs|lateral_convs)\.(\d+)\.conv\.{WB}", rf"{dst}convs.\1.\2") // 2
+    m.rename_all(s + rf"gn_out\.{WB}", rf"{dst}norm.\1")
+    return n
+
+
+def map_fixed_box_queries(m: KeyMapper, src: str = "rpn_head.", dst: str = "queries.") -> None:
+    """The initial query embeddings (DEQDet ``FixPositionEmbeddingRPNHead``, AdaMixer
+    ``InitialQueryGenerator``) -> ``FixedBoxQueries`` keys under ``dst``."""
+    s = re.escape(src)
+    m.rename_all(s + r"init_proposal_bboxes\.weight", f"{dst}boxes")
+    m.rename_all(s + r"init_(?:proposal|content)_features\.weight", f"{dst}content")
+
+
+def convert_deqdet_state_dict(
+    state_dict: Mapping[str, Tensor],
+    backbone: str = "backbone.",
+    neck: str = "neck.",
+    queries: str = "queries.",
+    decoder: str = "decoder.",
+    source: str = "deqdet-official",
+) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
+    """A whole official DEQDet (or AdaMixer / FFNDet) R50/R101 checkpoint: mmdet ResNet
+    ``backbone.*`` (torchvision layout) -> Detectron2 ResNet keys under ``backbone``, the neck, the
+    initial queries and the decoder layers under the given prefixes (those of the detector that
+    will load it; not registered as a ``--source`` until that detector and its configs exist).
+    Every source key is mapped or dropped, else ``UnknownKeyError``."""
+    m = KeyMapper(state_dict, source)
+    map_resnet(m, "backbone.", backbone)
+    map_adamixer_neck(m, "neck.", neck)
+    map_fixed_box_queries(m, "rpn_head.", queries)
+    map_adamixer_layers(m, "roi_head.bbox_head.", decoder)
+    return m.finish()

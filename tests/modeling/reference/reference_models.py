@@ -1,0 +1,311 @@
+"""Small models of every shipped detector family, deterministic weights and a fixed batch: the
+fixture of the behaviour-preservation test (``test_reference_outputs.py``) and of the script that
+recorded the reference values (``record_reference_outputs.py``).
+
+Keep the builders in step with the code (class names, module paths, constructor arguments) but
+never change what they build: the same state-dict keys, options and data as the recorded run.
+
+Precision: float64 where every piece supports it; float32 for the families with a Faster R-CNN
+auxiliary head (Detectron2's RPN casts its boxes to float32 for NMS).
+
+Weights do not depend on module creation order: after building, every state-dict entry is
+filled from a generator seeded by a stable hash (CRC32) of its key. Dropout is 0 everywhere.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone
+from detectron2.modeling.backbone import FPN, BasicStem, ResNet
+from detectron2.modeling.backbone.resnet import BasicBlock
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from codetr.layers.position_encoding import PositionEmbeddingSine
+from codetr.modeling.backbone import ChannelMapper
+from codetr.modeling.criterion import DETRCriterion
+from codetr.modeling.denoising import dino_denoising, dn_detr_denoising
+from codetr.modeling.heads.atss_head import ATSSHead
+from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
+from codetr.modeling.heads.tood_head import TOODHead
+from codetr.modeling.meta_arch import TOOD, CoDETR, DINO
+from codetr.modeling.meta_arch.tood import LastLevelP6P7
+from codetr.modeling.positive_queries import PositiveQueries
+from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+
+D, K = 32, 3  # hidden width, classes
+SIZE_DIVISIBILITY = 128
+IMAGE_SIZES = [(256, 192), (224, 160)]  # (h, w); the batch pads to 256 x 256
+ORIGINAL_SIZES = [(512, 384), (336, 240)]  # "height" / "width": detections are rescaled to these
+GT = [
+    ([(10.0, 12.0, 90.0, 100.0), (100.0, 140.0, 180.0, 250.0), (40.0, 30.0, 70.0, 60.0)], [0, 2, 1]),
+    ([(20.0, 16.0, 150.0, 120.0), (60.0, 150.0, 110.0, 210.0)], [1, 1]),
+]
+SEED = 1234
+
+
+class PatchBackbone(Backbone):
+    """Non-overlapping strided convs res2..res5 (strides 4..32); no normalisation layer."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.res2 = torch.nn.Conv2d(3, c, 4, 4)
+        self.res3 = torch.nn.Conv2d(c, c, 2, 2)
+        self.res4 = torch.nn.Conv2d(c, c, 2, 2)
+        self.res5 = torch.nn.Conv2d(c, c, 2, 2)
+        self.c = c
+
+    def forward(self, x):
+        out = {}
+        for n in ("res2", "res3", "res4", "res5"):
+            x = getattr(self, n)(x).relu()
+            out[n] = x
+        return out
+
+    def output_shape(self):
+        return {f"res{i}": ShapeSpec(channels=self.c, stride=2**i) for i in (2, 3, 4, 5)}
+
+
+# ----------------------------------------------------------------------------- builders
+def dino(scales: int = 4, denoising: str = "cdn", look_forward_twice: bool = True, class_loss: str = "focal",
+         nms=None, num_queries: int = 20) -> DINO:
+    """DINO (CDN) or DN-Deformable-DETR (``denoising="dn"``, no look-forward-twice); ``scales`` 4
+    (res3..res5 + 1, strides 8..64) or 5 (res2..res5 + 1, strides 4..64)."""
+    backbone = PatchBackbone()
+    feats = ["res2", "res3", "res4", "res5"][-(scales - 1):]
+    kw = dict(embed_dim=D, num_heads=4, num_levels=scales, num_points=2, ffn_dim=64, dropout=0.0)
+    transformer = DINOTransformer(
+        DeformableEncoder(1, **kw), DINODecoder(2, num_classes=K, look_forward_twice=look_forward_twice, **kw),
+        num_feature_levels=scales, num_queries=num_queries, embed_dim=D, num_classes=K,
+    )
+    dn = dino_denoising(K, D, num_dn_queries=10) if denoising == "cdn" else dn_detr_denoising(K, D, num_groups=2)
+    return DINO(
+        backbone=backbone,
+        position_embedding=PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5),
+        neck=ChannelMapper(backbone.output_shape(), feats, D, num_outs=scales, num_groups=8),
+        transformer=transformer,
+        criterion=DETRCriterion(K, class_loss=class_loss, with_dn=True),
+        denoising=dn,
+        select_box_nums_for_evaluation=30,
+        size_divisibility=SIZE_DIVISIBILITY,
+        nms=nms,
+        nms_pre_topk=50,
+        num_classes=K,
+    )
+
+
+def _pyramid(scales: int):
+    first = 7 - scales
+    return [f"p{i}" for i in range(first, 8)], [2**i for i in range(first, 8)]
+
+
+def _rcnn(scales: int, feats: bool = False):
+    names, strides = _pyramid(scales)
+    return build_rcnn_aux_head(K, names, strides, in_channels=D, num_roi_levels=scales, fc_dim=32,
+                               pre_nms_topk=(200, 100), post_nms_topk=(100, 100), roi_batch_size_per_image=64,
+                               return_features=feats)
+
+
+def _atss(scales: int, feats: bool = False):
+    names, strides = _pyramid(scales)
+    return ATSSHead(K, names, strides, in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0,
+                    return_features=feats)
+
+
+def _thead(scales: int):
+    names, strides = _pyramid(scales)
+    return TOODHead(K, names, strides, in_channels=D, feat_channels=D, stacked_convs=2, num_groups=8,
+                    initial_epochs=0, loss_scale=12.0)
+
+
+def co_dino(scales: int = 4, heads=("atss",)) -> CoDETR:
+    """Co-DINO: QFL, Soft-NMS, auxiliary heads from ``heads`` ("rcnn", "atss", "thead")."""
+    det = dino(scales, class_loss="qfl", nms="soft_nms")
+    make = {"rcnn": _rcnn, "atss": _atss, "thead": _thead}
+    aux = [make[h](scales) for h in heads]
+    eval_heads = {"two-stage": 0, "one-stage": 1} if len(heads) == 2 else {"one-stage": 0}
+    return CoDETR(det, aux, PositiveQueries(len(aux), D, K), eval_heads=eval_heads, pyramid_num_groups=8)
+
+
+def co_deformable_detr() -> CoDETR:
+    """Co-Deformable-DETR: Deformable-DETR++ options, Faster R-CNN + ATSS heads with features."""
+    backbone = PatchBackbone()
+    kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64, dropout=0.0)
+    transformer = DINOTransformer(
+        DeformableEncoder(1, **kw),
+        DINODecoder(2, num_classes=K, query_pos="given", post_norm=False, **kw),
+        num_feature_levels=4, num_queries=20, embed_dim=D, num_classes=K,
+        select_by="first_class", enc_outputs="all",
+    )
+    det = DINO(
+        backbone=backbone,
+        position_embedding=PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5),
+        neck=ChannelMapper(backbone.output_shape(), ["res3", "res4", "res5"], D, num_outs=4, num_groups=8),
+        transformer=transformer,
+        criterion=DETRCriterion(K, class_loss="focal", weight_class=2.0, binary_enc_loss=True),
+        denoising=None,
+        select_box_nums_for_evaluation=30,
+        size_divisibility=SIZE_DIVISIBILITY,
+        num_classes=K,
+    )
+    aux = [_rcnn(4, feats=True), _atss(4, feats=True)]
+    pq = PositiveQueries(2, D, K, feat_dim=D, style="co_deformable", head_pos_embed="scalar")
+    return CoDETR(det, aux, pq, eval_heads={"two-stage": 0, "one-stage": 1}, pyramid_num_groups=8)
+
+
+def tood() -> TOOD:
+    """TOOD on a narrow one-block-per-stage ResNet (BatchNorm) + FPN P3..P7; ATSS for the first
+    3 iterations, then TAL."""
+    stages = [
+        ResNet.make_stage(BasicBlock, 1, stride_per_block=[s], in_channels=i, out_channels=o, norm="BN")
+        for s, i, o in ((1, 8, 8), (2, 8, 16), (2, 16, 32), (2, 32, 64))
+    ]
+    bottom_up = ResNet(BasicStem(3, 8, norm="BN"), stages, out_features=["res3", "res4", "res5"])
+    backbone = FPN(bottom_up, ["res3", "res4", "res5"], 16, top_block=LastLevelP6P7(16, 16, "p5"))
+    head = TOODHead(
+        num_classes=K, in_features=["p3", "p4", "p5", "p6", "p7"], strides=[8, 16, 32, 64, 128],
+        in_channels=16, feat_channels=16, stacked_convs=2, num_groups=4, anchor_scale=4,
+        initial_epochs=1, iters_per_epoch=3,
+    )
+    model = TOOD(backbone, head)
+    return model
+
+
+# ----------------------------------------------------------------------------- weights and data
+def fill_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """Overwrite every floating state-dict entry with values drawn from a generator seeded by
+    CRC32 of its key; returns the state dict (to restore the model, e.g. BatchNorm statistics).
+
+    Matrices / kernels: N(0, 1) / sqrt(fan_in); 1-d or 0-d "weight"/"scale" entries: 1 + 0.1 N;
+    biases and running means: 0.1 N; running variances: 1 + 0.1 U[0, 1)."""
+    state = model.state_dict()
+    for key, value in state.items():
+        if not value.is_floating_point():
+            continue
+        g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        shape = value.shape
+        if key.endswith("running_var"):
+            new = 1 + 0.1 * torch.rand(shape, generator=g, dtype=torch.float64)
+        elif value.dim() >= 2:
+            fan_in = math.prod(shape[1:])
+            new = torch.randn(shape, generator=g, dtype=torch.float64) / math.sqrt(fan_in)
+        elif key.endswith("bias") or key.endswith("running_mean"):
+            new = 0.1 * torch.randn(shape, generator=g, dtype=torch.float64)
+        else:
+            new = 1 + 0.1 * torch.randn(shape, generator=g, dtype=torch.float64)
+        value.copy_(new.to(value.dtype))
+    model.load_state_dict(state)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def make_batch(padding_is_image: bool = False) -> List[Dict]:
+    """Two images of different sizes (``IMAGE_SIZES``), with ``GT`` boxes (resized-image xyxy)."""
+    batch = []
+    for i, ((h, w), (oh, ow), (boxes, labels)) in enumerate(zip(IMAGE_SIZES, ORIGINAL_SIZES, GT)):
+        g = torch.Generator().manual_seed(100 + i)
+        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        for (x0, y0, x1, y1), c in zip(boxes, labels):
+            image[c, int(y0):int(y1), int(x0):int(x1)] = 255
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.gt_classes = torch.tensor(labels, dtype=torch.int64)
+        x = {"image": image, "instances": inst, "height": oh, "width": ow}
+        if padding_is_image:
+            x["padding_is_image"] = True
+        batch.append(x)
+    return batch
+
+
+def level_masks_agree(padded=(256, 256), strides=(4, 8, 16, 32, 64, 128)) -> bool:
+    """Every level's nearest-neighbour padding mask equals the convolution-consistent mask
+    (valid extent ceil(size / stride)) for ``IMAGE_SIZES`` padded to ``padded``."""
+    ph, pw = padded
+    for h, w in IMAGE_SIZES:
+        mask = torch.ones(1, 1, ph, pw)
+        mask[..., :h, :w] = 0
+        for s in strides:
+            nearest = F.interpolate(mask, size=(ph // s, pw // s), mode="nearest")[0, 0].bool()
+            conv = torch.ones(ph // s, pw // s, dtype=torch.bool)
+            conv[: math.ceil(h / s), : math.ceil(w / s)] = False
+            if not torch.equal(nearest, conv):
+                return False
+    return True
+
+
+# ----------------------------------------------------------------------------- the runs
+def _losses(model, batch, seed: int, iteration: int = 0) -> Dict[str, torch.Tensor]:
+    model.train()
+    torch.manual_seed(seed)
+    with EventStorage(iteration):
+        losses = model(batch)
+    return {k: v.detach().to(torch.float64) for k, v in sorted(losses.items())}
+
+
+def _detections(model, batch) -> List[Dict[str, torch.Tensor]]:
+    model.eval()
+    torch.manual_seed(SEED)
+    with torch.no_grad():
+        out = model(batch)
+    return [
+        {"boxes": r["instances"].pred_boxes.tensor.to(torch.float64), "scores": r["instances"].scores.to(torch.float64),
+         "labels": r["instances"].pred_classes.clone(), "image_size": torch.tensor(r["instances"].image_size)}
+        for r in out
+    ]
+
+
+def run_family(name: str) -> Dict:
+    """Build family ``name``, fill its weights, and return {"losses": ..., "detections": ...}
+    (plus extra entries for some families); the same dict the reference file stores."""
+    builder, dtype, extra = FAMILIES[name]
+    torch.manual_seed(0)
+    model = builder().to(dtype)
+    state = fill_weights(model)
+    out = {"num_state_entries": torch.tensor(len(state)), "float64": torch.tensor(dtype == torch.float64),
+           # the state-dict key names (and so the filled weights) must not change
+           "state_keys_crc32": torch.tensor(zlib.crc32("\n".join(sorted(state)).encode()))}
+    out["losses"] = _losses(model, make_batch(), SEED)
+    model.load_state_dict(state)  # BatchNorm running statistics back to the filled values
+    out["detections"] = _detections(model, make_batch())
+    for key, fn in extra.items():
+        model.load_state_dict(state)
+        out[key] = fn(model)
+    return out
+
+
+def _co_detr_extras(modules=("one-stage", "two-stage")):
+    extras = {"losses_lsj": lambda m: _losses(m, make_batch(padding_is_image=True), SEED),
+              "detections_lsj": lambda m: _detections(m, make_batch(padding_is_image=True))}
+
+    def eval_with(module):
+        def run(m):
+            before = m.eval_module
+            m.eval_module = module
+            try:
+                return _detections(m, make_batch())
+            finally:
+                m.eval_module = before
+        return run
+
+    for module in modules:
+        extras[f"detections_{module}"] = eval_with(module)
+    return extras
+
+
+F64, F32 = torch.float64, torch.float32
+FAMILIES: Dict[str, tuple] = {  # name: (builder, dtype, extra runs)
+    "dino_4scale": (lambda: dino(4), F64, {}),
+    "dino_5scale": (lambda: dino(5), F64, {}),
+    "dn_deformable_detr": (lambda: dino(4, denoising="dn", look_forward_twice=False), F64, {}),
+    # float64: the ATSS / T-Head inference (eval_module="one-stage") does not run in float64
+    "co_dino_k1_atss": (lambda: co_dino(4, ("atss",)), F64, _co_detr_extras(())),
+    "co_dino_k1_thead": (lambda: co_dino(4, ("thead",)), F64, _co_detr_extras(())),
+    "co_dino_k2_atss": (lambda: co_dino(5, ("rcnn", "atss")), F32, _co_detr_extras()),
+    "co_dino_k2_thead": (lambda: co_dino(4, ("rcnn", "thead")), F32, _co_detr_extras()),
+    "co_deformable_detr": (co_deformable_detr, F32, _co_detr_extras()),
+    "tood": (tood, F64, {"losses_iter5_tal": lambda m: _losses(m, make_batch(), SEED, iteration=5)}),
+}

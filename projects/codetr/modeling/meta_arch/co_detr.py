@@ -35,7 +35,7 @@ from detectron2.structures import ImageList
 from torch import Tensor, nn
 
 from codetr.modeling.backbone.channel_mapper import ConvGN
-from codetr.modeling.criterion import reduce_num_boxes
+from codetr.modeling.losses import reduce_num_boxes
 from codetr.modeling.positive_queries import PositiveQueries
 
 from .dino import DINO

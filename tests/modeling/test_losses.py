@@ -3,14 +3,8 @@ import math
 import pytest
 import torch
 
-from codetr.modeling.losses import (
-    giou_loss,
-    l1_loss,
-    normalized_sum,
-    quality_focal_loss,
-    reduce_num_boxes,
-    sigmoid_focal_loss,
-)
+from codetr.modeling.losses import giou_loss, l1_loss, normalized_sum, quality_focal_loss, sigmoid_focal_loss
+from codetr.modeling.losses import reduce_num_boxes
 
 LN2 = math.log(2.0)
 

@@ -90,7 +90,7 @@ def test_co_deformable_detr_drop_training_weights_gives_a_dino_4scale_checkpoint
     sd = co_deformable_detr_official(CO_DEFORMABLE_DIMS, values="zeros")
     result = convert("co-detr", sd, drop_training_weights=True)
     overrides = result.config_overrides
-    assert {"model.num_queries=300", "model.denoising=null", "model.transformer.decoder.query_pos=given",
+    assert {"model.num_queries=300", "model.denoising=null", "model.transformer.decoder.ref_point_head=False",
             "model.transformer.decoder.post_norm=False"} <= set(overrides)
     convert("co-detr", sd, drop_training_weights=True, target=meta_shapes(DINO4, overrides))
     training = ("rpn_head.", "roi_head.", "bbox_head.", "query_head.downsample.", "query_head.transformer.aux_pos_trans",
@@ -101,7 +101,7 @@ def test_co_deformable_detr_drop_training_weights_gives_a_dino_4scale_checkpoint
     det = LazyConfig.load(CO_DEFORMABLE).model.detector
     dino = LazyConfig.apply_overrides(LazyConfig.load(DINO4), list(overrides)).model
     for path in ("transformer.select_by", "transformer.enc_outputs",
-                 "transformer.decoder.query_pos", "transformer.decoder.post_norm", "criterion.binary_enc_loss",
+                 "transformer.decoder.ref_point_head", "transformer.decoder.post_norm", "criterion.binary_enc_loss",
                  "criterion.weight_class", "select_box_nums_for_evaluation", "nms", "denoising"):
         a, b = det, dino
         for part in path.split("."):

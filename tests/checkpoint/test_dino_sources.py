@@ -10,8 +10,8 @@ from detectron2.config import LazyConfig, instantiate
 
 from codetr.checkpoint import convert, verify_state_dict
 from codetr.layers import ms_deform_attn_reference
-from codetr.modeling.transformer.decoder import DINODecoderLayer
-from codetr.modeling.transformer.encoder import DeformableEncoderLayer
+from codetr.modeling.decoders import DeformableDecoderLayer
+from codetr.modeling.encoders import DeformableEncoderLayer, EncoderOutput
 
 from ckpt_source_formats import Dims, co_dino_official, detrex_dino, dino_official, meta_shapes
 
@@ -165,15 +165,19 @@ def test_converted_layers_compute_what_the_source_layers_compute(source):
     memory, pos = torch.randn(2, s, dims.d), torch.randn(2, s, dims.d)
     ref_pts = torch.rand(2, s, dims.levels, 2)
     tgt, query_pos = torch.randn(2, 7, dims.d), torch.randn(2, 7, dims.d)
-    centres = torch.rand(2, 7, dims.levels, 2) * 0.6 + 0.2
-    ref_boxes = torch.cat([centres, torch.rand(2, 7, dims.levels, 2) * 0.3 + 0.05], -1)
+    boxes = torch.cat([torch.rand(2, 7, 2) * 0.6 + 0.2, torch.rand(2, 7, 2) * 0.3 + 0.05], -1)
+    valid_ratios = torch.rand(2, dims.levels, 2) * 0.5 + 0.5
+    # the per-level reference boxes the layer samples around: boxes in each level's padded frame
+    ref_boxes = boxes[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
+    enc = EncoderOutput(memory=memory, memory_mask=None, memory_pos=pos, spatial_shapes=shapes,
+                        level_start_index=lsi, valid_ratios=valid_ratios, features=(), masks=())
 
     for i in range(dims.dec_layers):
         src_w = _sub(sd, f"{src_t}decoder.layers.{i}.")
-        layer = DINODecoderLayer(dims.d, dims.heads, dims.levels, dims.points, dims.ffn).eval()
+        layer = DeformableDecoderLayer(dims.d, dims.heads, dims.levels, dims.points, dims.ffn).eval()
         layer.load_state_dict(_sub(out, f"{dst_t}decoder.layers.{i}."), strict=True)
         with torch.no_grad():
-            ours = layer(tgt, query_pos, ref_boxes, memory, shapes, lsi, None, None)
+            ours = layer(tgt, query_pos, boxes, enc, None)
         ref = _source_decoder_layer(src_w, DEC_NAMES[source], tgt, query_pos, ref_boxes, memory, shapes, lsi, dims)
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
     for i in range(dims.enc_layers):

@@ -20,7 +20,9 @@ from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import DINO, CoDETR
 from codetr.modeling.positive_queries import PositiveQueries
-from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
+from codetr.modeling.transformers import DeformableTransformer
 
 from test_dino import BATCH, make_input  # noqa: E402  (tests/modeling is on sys.path)
 
@@ -58,8 +60,8 @@ def tiny_dino(scales=5, class_loss="qfl", seed=0):
     backbone = PatchBackbone()
     feats = ["res2", "res3", "res4", "res5"][-(scales - 1):]
     kw = dict(embed_dim=D, num_heads=4, num_levels=scales, num_points=2, ffn_dim=64)
-    transformer = DINOTransformer(
-        DeformableEncoder(1, **kw), DINODecoder(2, num_classes=K, **kw),
+    transformer = DeformableTransformer(
+        DeformableEncoder(1, **kw), DeformableDecoder(2, num_classes=K, **kw),
         num_feature_levels=scales, num_queries=20, embed_dim=D, num_classes=K,
     )
     return DINO(
@@ -101,7 +103,7 @@ def test_pyramid_levels_and_strides(scales):
     model = tiny_co_detr(scales).train()
     inputs = [make_input(64, 96, seed=1), make_input(64, 96, seed=2)]  # no padding
     images = model.detector.preprocess_image(inputs)
-    enc = model.detector.forward_transformer(images)
+    enc = model.detector.encode(images)
     pyramid = model.pyramid(enc)
     first = 7 - scales
     assert list(pyramid) == [f"p{i}" for i in range(first, 8)]
@@ -110,7 +112,7 @@ def test_pyramid_levels_and_strides(scales):
         s = 2 ** int(name[1:])
         assert x.shape == (2, D, math.ceil(64 / s), math.ceil(96 / s)), name
     # the encoder levels are the memory, reshaped (independent slicing)
-    memory, start = enc["memory"], 0
+    memory, start = enc.memory, 0
     for name, x in list(pyramid.items())[:-1]:
         h, w = x.shape[-2:]
         torch.testing.assert_close(x, memory[:, start:start + h * w].reshape(2, h, w, D).permute(0, 3, 1, 2))
@@ -162,16 +164,15 @@ def _independent_fixed_loss(out, fixed, qfl=True):
 def test_aux_query_losses_equal_independent_fixed_target_loss():
     model = tiny_co_detr(aux_query_weight=0.5).train()
     calls = []
-    decode = model.detector.decode
+    decode_fixed = model.detector.decode_fixed
 
-    def spy(enc, fixed=None, tgt=None, ref_boxes=None, query_pos=None):
-        out = decode(enc, fixed, tgt, ref_boxes, query_pos)
-        if tgt is None:  # a positive-query pass: the fixed group alone
-            calls.append((fixed, out[0]))
-            assert out[1] is None
+    def spy(enc, fixed):  # a positive-query pass: the fixed group alone
+        out = decode_fixed(enc, fixed)
+        calls.append((fixed, out))
+        assert out["pred_boxes"].shape[1] == fixed.num_queries
         return out
 
-    model.detector.decode = spy
+    model.detector.decode_fixed = spy
     losses = model(BATCH)
     assert len(calls) == 2  # one decoder pass per auxiliary head
     for k, (fixed, out) in enumerate(calls):
@@ -307,19 +308,19 @@ def test_padding_is_image():
     for x in inputs:
         x["padding_is_image"] = True
     seen = {}
-    encode = model.detector.forward_transformer
+    encode = model.detector.encode
 
     def spy(images):
         seen["enc"] = encode(images)
         return seen["enc"]
 
-    model.detector.forward_transformer = spy
-    targets = model._prepare_targets(inputs, [(64, 128), (64, 128)])
+    model.detector.encode = spy
+    targets = model.detector.prepare_targets(inputs, [(64, 128), (64, 128)])
     # boxes normalised by the padded 64 x 128 batch, not by the first image's own 64 x 64
     torch.testing.assert_close(targets[0]["boxes"], torch.tensor([[24 / 128, 19 / 64, 32 / 128, 22 / 64]]))
     losses = model(inputs)
     assert all(torch.isfinite(v) for v in losses.values())
-    assert not seen["enc"]["mask_flatten"].any()
+    assert not seen["enc"].memory_mask.any()
     model.eval()
     with torch.no_grad():
         out = model(inputs)

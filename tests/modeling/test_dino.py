@@ -10,7 +10,9 @@ from codetr.modeling.backbone import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.denoising import dino_denoising, dn_detr_denoising
 from codetr.modeling.meta_arch import DINO
-from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
+from codetr.modeling.transformers import DeformableTransformer
 
 D, K = 32, 3
 
@@ -40,8 +42,8 @@ def tiny_dino(denoising="cdn", num_queries=20, seed=0):
     torch.manual_seed(seed)
     backbone = PatchBackbone()
     kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64)
-    transformer = DINOTransformer(
-        DeformableEncoder(1, **kw), DINODecoder(2, num_classes=K, look_forward_twice=True, **kw),
+    transformer = DeformableTransformer(
+        DeformableEncoder(1, **kw), DeformableDecoder(2, num_classes=K, look_forward_twice=True, **kw),
         num_feature_levels=4, num_queries=num_queries, embed_dim=D, num_classes=K,
     )
     if denoising == "cdn":
@@ -161,11 +163,10 @@ def test_decode_fixed_queries_alone():
     """Co-DETR's entry point: extra fixed-target groups through the shared decoder."""
     model = tiny_dino().train()
     images = model.preprocess_image(BATCH)
-    enc = model.forward_transformer(images)
-    assert [tuple(m.shape[-2:]) for m in model.transformer.split_memory(enc)] == enc["shapes"]
-    fixed = model.denoising(model.prepare_targets(BATCH))
-    fixed_out, matching = model.decode(enc, fixed)
-    assert matching is None
+    enc = model.encode(images)
+    assert [tuple(m.shape[-2:]) for m in model.pyramid(enc)] == enc.shapes
+    fixed = model.denoising(model.prepare_targets(BATCH, images.image_sizes))
+    fixed_out = model.decode_fixed(enc, fixed)
     assert fixed_out["pred_boxes"].shape == (2, fixed.num_queries, 4) and len(fixed_out["aux_outputs"]) == 1
     losses = model.criterion.fixed_target_losses(fixed_out, fixed, 1.0, "_aux")
     assert all(torch.isfinite(v) for v in losses.values())
@@ -173,7 +174,7 @@ def test_decode_fixed_queries_alone():
 
 def test_targets_are_normalised_by_unpadded_size():
     model = tiny_dino()
-    t = model.prepare_targets([BATCH[1]])[0]
+    t = model.prepare_targets([BATCH[1]], [(64, 128)])[0]
     torch.testing.assert_close(t["boxes"], torch.tensor([[95 / 128, 30 / 64, 50 / 128, 40 / 64]]))
     assert t["labels"].tolist() == [1]
 

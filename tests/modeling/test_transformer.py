@@ -4,13 +4,11 @@ import pytest
 import torch
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.transformer import (
-    DeformableEncoder,
-    DINODecoder,
-    DINOTransformer,
-    gen_encoder_output_proposals,
-    get_encoder_reference_points,
-)
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder, get_encoder_reference_points
+from codetr.modeling.queries import QueryGroup
+from codetr.modeling.queries.two_stage import gen_encoder_output_proposals
+from codetr.modeling.transformers import DeformableTransformer
 
 D, HEADS = 32, 4
 
@@ -22,9 +20,9 @@ def _logit(p):
 def _transformer(num_levels=2, num_queries=6, look_forward_twice=True, seed=0):
     torch.manual_seed(seed)
     kw = dict(embed_dim=D, num_heads=HEADS, num_levels=num_levels, num_points=2, ffn_dim=48)
-    return DINOTransformer(
+    return DeformableTransformer(
         DeformableEncoder(2, **kw),
-        DINODecoder(2, num_classes=3, look_forward_twice=look_forward_twice, **kw),
+        DeformableDecoder(2, num_classes=3, look_forward_twice=look_forward_twice, **kw),
         num_feature_levels=num_levels, num_queries=num_queries, embed_dim=D, num_classes=3,
     ).eval()
 
@@ -77,11 +75,21 @@ def _inputs(n=1, sizes=((8, 8), (4, 4)), seed=1):
     return feats, masks
 
 
+def _decode(tr, enc, tgt, ref, attn_mask=None):
+    out = tr.decoder([QueryGroup(tgt, ref)], enc, attn_mask)
+    return {"logits": out.logits, "boxes": out.boxes, "hidden": out.hidden}
+
+
+def _select(tr, enc):
+    group, enc_out = tr.select_queries(enc)
+    return {"tgt": group.content, "ref_boxes": group.reference, "enc_boxes": enc_out["pred_boxes"]}
+
+
 def _run(tr, feats, masks, attn_mask=None):
     pe = PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5)
     enc = tr.encode(feats, masks, [pe(m) for m in masks])
-    sel = tr.select_queries(enc)
-    return enc, sel, tr.decode(enc, sel["tgt"], sel["ref_boxes"], attn_mask)
+    sel = _select(tr, enc)
+    return enc, sel, _decode(tr, enc, sel["tgt"], sel["ref_boxes"], attn_mask)
 
 
 def test_query_selection_top_k_of_valid_positions():
@@ -94,15 +102,15 @@ def test_query_selection_top_k_of_valid_positions():
     assert torch.isfinite(sel["ref_boxes"]).all() and (sel["ref_boxes"][..., :2] < 1).all()
     assert out["boxes"].shape == (2, 1, 10, 4) and out["logits"].shape == (2, 1, 10, 3)
     # the boxes are the top-10 of the encoder scores among valid positions
-    _, proposals, valid = gen_encoder_output_proposals(enc["memory"], enc["mask_flatten"], enc["shapes"])
-    mem = tr.enc_output_norm(tr.enc_output(enc["memory"]))
+    _, proposals, valid = gen_encoder_output_proposals(enc.memory, enc.memory_mask, enc.shapes)
+    mem = tr.enc_output_norm(tr.enc_output(enc.memory))
     scores = tr.enc_class_embed(mem).max(-1).values[0]
     scores[~valid[0]] = -float("inf")
     best = scores.argsort(descending=True)[:10]
     expected = (tr.enc_bbox_embed(mem)[0, best] + proposals[0, best]).sigmoid()
     torch.testing.assert_close(sel["ref_boxes"][0], expected)
     with pytest.raises(ValueError, match="num_queries"):
-        _transformer(num_queries=100).select_queries(enc)
+        _select(_transformer(num_queries=100), enc)
 
 
 def test_look_forward_twice_semantics():
@@ -121,7 +129,7 @@ def test_look_forward_twice_semantics():
     # r1: refined by layer 0 from its un-normalised output
     r1 = (dec.bbox_embed[0](captured["o0"]) + logit(r0)).sigmoid()
     # layer 1's cross-attention uses r1 scaled by the valid ratios
-    scale = torch.cat([enc["valid_ratios"], enc["valid_ratios"]], -1)[:, None]
+    scale = torch.cat([enc.valid_ratios, enc.valid_ratios], -1)[:, None]
     torch.testing.assert_close(captured["ref1"], r1[:, :, None] * scale)
     assert not captured["ref1"].requires_grad  # the next layer starts from the detached box
     # predictions: layer i uses its normalised output on top of r_i
@@ -154,12 +162,12 @@ def test_decoder_attention_mask_blocks_groups():
     blocked = torch.zeros(6, 6, dtype=torch.bool)
     blocked[3:, :3] = True  # queries 3..5 may not see 0..2
     blocked[0, :] = True  # a fully blocked row (still sees itself, no NaN)
-    out = tr.decode(enc, tgt, ref, blocked)
+    out = _decode(tr, enc, tgt, ref, blocked)
     assert torch.isfinite(out["boxes"]).all() and torch.isfinite(out["logits"]).all()
     tgt2, ref2 = tgt.clone(), ref.clone()
     tgt2[:, :3] += 1.0
     ref2[:, :3] = ref2[:, :3].flip(-1)
-    out2 = tr.decode(enc, tgt2, ref2, blocked[None])  # (N, Q, Q) works too
+    out2 = _decode(tr, enc, tgt2, ref2, blocked[None])  # (N, Q, Q) works too
     torch.testing.assert_close(out2["boxes"][:, :, 3:], out["boxes"][:, :, 3:])
     torch.testing.assert_close(out2["logits"][:, :, 3:], out["logits"][:, :, 3:])
     assert not torch.allclose(out2["boxes"][:, :, :3], out["boxes"][:, :, :3])

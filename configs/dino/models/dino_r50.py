@@ -9,7 +9,9 @@ from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.denoising import dino_denoising
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import DINO
-from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
+from codetr.modeling.transformers import DeformableTransformer
 
 model = L(DINO)(
     backbone=L(ResNet)(
@@ -31,12 +33,12 @@ model = L(DINO)(
         kernel_size=1,
         num_groups=32,
     ),
-    transformer=L(DINOTransformer)(
+    transformer=L(DeformableTransformer)(
         encoder=L(DeformableEncoder)(
             num_layers=6, embed_dim=256, num_heads=8, num_levels="${..num_feature_levels}", num_points=4,
             ffn_dim=2048, dropout=0.0,
         ),
-        decoder=L(DINODecoder)(
+        decoder=L(DeformableDecoder)(
             num_layers=6, embed_dim=256, num_heads=8, num_levels="${..num_feature_levels}", num_points=4,
             ffn_dim=2048, dropout=0.0, num_classes="${...num_classes}", look_forward_twice=True,
         ),

@@ -89,7 +89,7 @@ CO_DINO_AS_DINO = ("model.nms=soft_nms", "model.nms_iou_threshold=0.8", "model.n
 CO_DEFORMABLE_AS_DINO = (
     "model.num_queries=300", "model.denoising=null", "model.select_box_nums_for_evaluation=100",
     "model.transformer.select_by=first_class", "model.transformer.enc_outputs=all",
-    "model.transformer.decoder.query_pos=given",
+    "model.transformer.decoder.ref_point_head=False",
     "model.transformer.decoder.post_norm=False", "model.criterion.with_dn=False",
     "model.criterion.binary_enc_loss=True", "model.criterion.weight_class=2.0",
 )

@@ -58,7 +58,7 @@ class FixedTargetQueries:
         num_groups: number of groups (the criterion's normaliser multiplies by it, as DINO does).
         group_size: slots per group.
         query_pos: optional (B, N, D) query positions, for a decoder that takes given positions
-            (``DINODecoder(query_pos="given")``, Co-Deformable-DETR's positive queries): used
+            (a ``QueryGroup``'s ``query_pos``, Co-Deformable-DETR's positive queries): used
             unchanged at every layer. None (DN / CDN, Co-DINO): the decoder derives the
             positions from the reference boxes (``ref_point_head``).
     """

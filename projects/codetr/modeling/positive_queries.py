@@ -3,7 +3,8 @@
 Each auxiliary head (Faster R-CNN, ATSS, T-Head) hands over an ``AssignedSamples`` (positives with their
 assigned ground truth, and negatives). Per head, Co-DETR turns them into one group of decoder
 queries whose targets are known, a ``FixedTargetQueries`` that goes through the shared decoder
-(``DINO.decode(enc, fixed)``) and the criterion's fixed-target loss, exactly as denoising groups do:
+(``QueryDetector.decode_fixed(enc, fixed)``) and the criterion's fixed-target loss, exactly as
+denoising groups do:
 
 - per image ``n = clamp(max_b P_b, min_queries, max_queries)`` slots (P_b: positives of image b);
   an image with more positives keeps a random subset of ``n``, one with fewer is padded with
@@ -18,7 +19,7 @@ queries whose targets are known, a ``FixedTargetQueries`` that goes through the 
 - queries, ``style="co_deformable"``: ``LayerNorm_k(Linear_k(sine(reference)))`` (2D -> 2D) split
   into ``(query_pos, content)``, the first and the second D channels (Co-Deformable-DETR's
   ``forward_aux``); the query position is used unchanged by every decoder layer
-  (``DINODecoder(query_pos="given")``) and gets the head's ``head_pos_embed`` added (below);
+  (a decoder without ``ref_point_head``) and gets the head's ``head_pos_embed`` added (below);
 - in both styles ``LayerNorm_k(Linear_k(feature))`` of the sample's gathered feature is added to
   the content when ``feat_dim`` is set (Co-Deformable-DETR's ``with_coord_feat``).
 

@@ -36,7 +36,9 @@ from codetr.modeling.heads.tood_head import TOODHead
 from codetr.modeling.meta_arch import TOOD, CoDETR, DINO
 from codetr.modeling.meta_arch.tood import LastLevelP6P7
 from codetr.modeling.positive_queries import PositiveQueries
-from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
+from codetr.modeling.transformers import DeformableTransformer
 
 D, K = 32, 3  # hidden width, classes
 SIZE_DIVISIBILITY = 128
@@ -79,8 +81,8 @@ def dino(scales: int = 4, denoising: str = "cdn", look_forward_twice: bool = Tru
     backbone = PatchBackbone()
     feats = ["res2", "res3", "res4", "res5"][-(scales - 1):]
     kw = dict(embed_dim=D, num_heads=4, num_levels=scales, num_points=2, ffn_dim=64, dropout=0.0)
-    transformer = DINOTransformer(
-        DeformableEncoder(1, **kw), DINODecoder(2, num_classes=K, look_forward_twice=look_forward_twice, **kw),
+    transformer = DeformableTransformer(
+        DeformableEncoder(1, **kw), DeformableDecoder(2, num_classes=K, look_forward_twice=look_forward_twice, **kw),
         num_feature_levels=scales, num_queries=num_queries, embed_dim=D, num_classes=K,
     )
     dn = dino_denoising(K, D, num_dn_queries=10) if denoising == "cdn" else dn_detr_denoising(K, D, num_groups=2)
@@ -136,9 +138,9 @@ def co_deformable_detr() -> CoDETR:
     """Co-Deformable-DETR: Deformable-DETR++ options, Faster R-CNN + ATSS heads with features."""
     backbone = PatchBackbone()
     kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64, dropout=0.0)
-    transformer = DINOTransformer(
+    transformer = DeformableTransformer(
         DeformableEncoder(1, **kw),
-        DINODecoder(2, num_classes=K, query_pos="given", post_norm=False, **kw),
+        DeformableDecoder(2, num_classes=K, ref_point_head=False, post_norm=False, **kw),
         num_feature_levels=4, num_queries=20, embed_dim=D, num_classes=K,
         select_by="first_class", enc_outputs="all",
     )

@@ -1,6 +1,7 @@
 """Meta-architectures, registered in detectron2's META_ARCH_REGISTRY."""
 from .co_detr import CoDETR
 from .dino import DINO
+from .query_detector import QueryDetector
 from .tood import TOOD
 
-__all__ = ["CoDETR", "DINO", "TOOD"]
+__all__ = ["CoDETR", "DINO", "QueryDetector", "TOOD"]

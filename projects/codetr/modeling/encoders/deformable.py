@@ -1,4 +1,4 @@
-"""Deformable DETR encoder (post-norm), as used by DINO."""
+"""Deformable DETR encoder (post-norm), as used by DINO and Deformable-DETR++."""
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from codetr.layers import MSDeformAttn
 
-from .utils import FFN, clones
+from codetr.layers.transformer_blocks import FFN, clones
 
 __all__ = ["DeformableEncoderLayer", "DeformableEncoder", "get_encoder_reference_points"]
 

@@ -1,0 +1,14 @@
+"""Decoders: the ``QueryDecoder`` driver, its layers and box coders."""
+from .box_coders import BoxCoder, PointCoder
+from .deformable import DeformableDecoder, DeformableDecoderLayer, init_heads
+from .driver import DecoderOutput, QueryDecoder
+
+__all__ = [
+    "BoxCoder",
+    "DecoderOutput",
+    "DeformableDecoder",
+    "DeformableDecoderLayer",
+    "PointCoder",
+    "QueryDecoder",
+    "init_heads",
+]

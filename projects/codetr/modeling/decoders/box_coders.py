@@ -1,0 +1,57 @@
+"""Box coders: how a decoder's query state (its reference) is parametrised, refined by a box
+head's output, and turned into the predicted box.
+
+Every coder maps a box head's output ``delta`` (..., 4) and a reference (..., R) to a predicted
+box (..., 4) as normalised cxcywh of the unpadded image (what losses and inference read).
+
+- ``BoxCoder`` (R = 4): the reference is a normalised cxcywh box (Deformable DETR, DINO,
+  DAB-DETR); ``box = sigmoid(delta + logit(reference))``; refining a reference is the same map.
+- ``PointCoder`` (R = 2): the reference is a normalised (x, y) point (Conditional DETR);
+  ``box = sigmoid(delta + (logit(x), logit(y), 0, 0))``; refining moves the point by the first
+  two channels, ``sigmoid(delta[..., :2] + logit(point))``.
+A later coder (AdaMixer's xyzr) implements the same three methods.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from codetr.layers.box_ops import inverse_sigmoid
+
+__all__ = ["BoxCoder", "PointCoder"]
+
+
+class BoxCoder:
+    """4-d references: normalised cxcywh boxes."""
+
+    ref_dim = 4
+
+    def from_boxes(self, boxes: Tensor) -> Tensor:
+        """(..., 4) normalised cxcywh boxes -> (..., R) references (identity here)."""
+        return boxes
+
+    def decode(self, delta: Tensor, reference: Tensor) -> Tensor:
+        """Box head output (..., 4) relative to ``reference`` (..., R) -> (..., 4) normalised
+        cxcywh boxes."""
+        return (delta + inverse_sigmoid(reference)).sigmoid()
+
+    def refine(self, delta: Tensor, reference: Tensor) -> Tensor:
+        """The next layer's reference (..., R) from a box head output (..., 4)."""
+        return (delta + inverse_sigmoid(reference)).sigmoid()
+
+
+class PointCoder:
+    """2-d references: normalised (x, y) points (box centres)."""
+
+    ref_dim = 2
+
+    def from_boxes(self, boxes: Tensor) -> Tensor:
+        """(..., 4) normalised cxcywh boxes -> (..., 2) their centres."""
+        return boxes[..., :2]
+
+    def decode(self, delta: Tensor, reference: Tensor) -> Tensor:
+        offset = torch.cat([inverse_sigmoid(reference), torch.zeros_like(reference)], -1)
+        return (delta + offset).sigmoid()
+
+    def refine(self, delta: Tensor, reference: Tensor) -> Tensor:
+        return (delta[..., :2] + inverse_sigmoid(reference)).sigmoid()

@@ -1,0 +1,12 @@
+"""Encoders: feature levels in, one ``EncoderOutput`` out."""
+from .deformable import DeformableEncoder, DeformableEncoderLayer, get_encoder_reference_points
+from .output import EncoderOutput, flatten_levels, get_valid_ratios
+
+__all__ = [
+    "DeformableEncoder",
+    "DeformableEncoderLayer",
+    "EncoderOutput",
+    "flatten_levels",
+    "get_encoder_reference_points",
+    "get_valid_ratios",
+]

@@ -20,7 +20,7 @@ box refinement, mixed query selection, look-forward-twice, 300 queries, 4 scales
   auxiliary feature (mean-pooled RoI feature / ATSS pyramid feature at the anchor) added to the
   content through ``LN_k(Linear_k)`` (official ``with_coord_feat``), and the per-head
   ``head_pos_embed`` scalar added to the position (a bug the authors keep for their R50 results;
-  see ``codetr.modeling.positive_queries``).
+  see ``codetr.modeling.queries.positive_queries``).
 
 AdamW lr 2e-4, wd 1e-4, LR x 0.1 for the backbone and the sampling offsets (the official
 ``reference_points`` multiplier has no module in the two-stage model), clip 0.1, batch 16.

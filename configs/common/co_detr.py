@@ -17,7 +17,7 @@ from detectron2.config import LazyCall as L
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import CoDETR
-from codetr.modeling.positive_queries import PositiveQueries
+from codetr.modeling.queries.positive_queries import PositiveQueries
 
 
 def co_detr(detector, pyramid, embed_dim, num_decoder_layers, num_roi_levels, lambda_1=1.0, lambda_2=2.0):

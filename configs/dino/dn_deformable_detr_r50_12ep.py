@@ -7,7 +7,7 @@ refinement (no look-forward-twice). Query selection stays DINO's two-stage mixed
 """
 from detectron2.config import LazyCall as L
 
-from codetr.modeling.denoising import dn_detr_denoising
+from codetr.modeling.queries.denoising import dn_detr_denoising
 
 from .dino_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, train
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.denoising import FixedTargetQueries
+from codetr.modeling.queries.denoising import FixedTargetQueries
 
 C = 3  # classes
 

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
-from codetr.modeling.denoising import FixedTargetQueries
 from codetr.modeling.losses import (
     giou_loss,
     l1_loss,
@@ -38,6 +37,7 @@ from codetr.modeling.losses import (
     reduce_num_boxes,
     sigmoid_focal_loss,
 )
+from codetr.modeling.queries.denoising import FixedTargetQueries
 from codetr.modeling.matcher import HungarianMatcher
 
 __all__ = ["DETRCriterion"]

@@ -35,10 +35,10 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from codetr.modeling.backbone.channel_mapper import ConvGN
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.losses import reduce_num_boxes
-from codetr.modeling.positive_queries import PositiveQueries
+from codetr.modeling.necks.channel_mapper import ConvGN
+from codetr.modeling.queries.positive_queries import PositiveQueries
 
 from .query_detector import QueryDetector
 
@@ -76,6 +76,11 @@ class CoDETR(nn.Module):
         eval_heads: index into ``aux_heads`` of the one-stage / two-stage head,
             e.g. ``{"two-stage": 0, "one-stage": 1}``.
         pyramid_num_groups: GroupNorm groups of the extra pyramid level.
+        pyramid_adapter: optional module ``adapter(levels, masks) -> maps`` with a ``strides``
+            attribute, that builds the whole auxiliary pyramid from the detector's ``pyramid``
+            (L maps) and the encoder's L padding masks: for detectors whose encoder output is not
+            a multi-scale pyramid (a single-scale encoder needs the Co-DETR paper's multi-scale
+            adapter). None: the detector's levels plus one extra stride-2 level (``downsample``).
         num_classes, num_queries: optional; checked against the detector (configs interpolate
             them into the detector, the heads and the positive queries, so that
             ``model.num_classes=8 model.num_queries=100`` works on the command line).
@@ -90,6 +95,7 @@ class CoDETR(nn.Module):
         eval_module: str = "detr",
         eval_heads: Optional[Dict[str, int]] = None,
         pyramid_num_groups: int = 32,
+        pyramid_adapter: Optional[nn.Module] = None,
         num_classes: Optional[int] = None,
         num_queries: Optional[int] = None,
     ):
@@ -115,7 +121,8 @@ class CoDETR(nn.Module):
                 f"CoDETR: positive_queries has {positive_queries.num_heads} head projections for {len(aux_heads)} "
                 "aux heads; set positive_queries.num_heads to the number of aux heads"
             )
-        if positive_queries is not None and positive_queries.style == "co_dino" and detector.decoder.ref_point_head is None:
+        ref_point_head = getattr(detector.decoder, "ref_point_head", None)
+        if positive_queries is not None and positive_queries.style == "co_dino" and ref_point_head is None:
             raise ValueError(
                 "CoDETR: positive_queries.style='co_dino' gives no query positions and the detector's decoder "
                 "has no ref_point_head to derive them (Co-Deformable-DETR: use style='co_deformable')"
@@ -126,10 +133,15 @@ class CoDETR(nn.Module):
         self.aux_query_weight = aux_query_weight
         self.eval_module = eval_module
         self.eval_heads = eval_heads
-        channels = detector.transformer.embed_dim
-        self.downsample = ConvGN(channels, channels, 3, 2, pyramid_num_groups) if len(aux_heads) else None
-        strides = detector.feature_strides
-        self.pyramid_strides = strides + [strides[-1] * 2]
+        self.pyramid_adapter = pyramid_adapter
+        if pyramid_adapter is not None:
+            self.downsample = None
+            self.pyramid_strides = list(pyramid_adapter.strides)
+        else:
+            channels = detector.transformer.embed_dim
+            self.downsample = ConvGN(channels, channels, 3, 2, pyramid_num_groups) if len(aux_heads) else None
+            strides = detector.feature_strides
+            self.pyramid_strides = strides + [strides[-1] * 2]
         self.pyramid_names = [f"p{int(math.log2(s))}" for s in self.pyramid_strides]
 
     @property
@@ -156,8 +168,10 @@ class CoDETR(nn.Module):
     def pyramid(self, enc: EncoderOutput) -> Dict[str, Tensor]:
         """The detector's pyramid of the encoder output -> {"p{l}": (N, C, H_l, W_l)}: its L
         levels and one extra level (3x3 stride-2 conv + GN on the last one; GN statistics over
-        valid positions)."""
+        valid positions), or what ``pyramid_adapter`` makes of them."""
         levels = self.detector.pyramid(enc)
+        if self.pyramid_adapter is not None:
+            return dict(zip(self.pyramid_names, self.pyramid_adapter(levels, list(enc.masks))))
         mask = enc.masks[-1] if enc.has_padding else None
         last = levels[-1] if mask is None else levels[-1].masked_fill(mask[:, None], 0.0)
         levels.append(self.downsample(last, mask))

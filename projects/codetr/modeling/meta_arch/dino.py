@@ -16,9 +16,9 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import nn
 
-from codetr.modeling.backbone import ChannelMapper
+from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.denoising import DenoisingGenerator, FixedTargetQueries
+from codetr.modeling.queries.denoising import DenoisingGenerator, FixedTargetQueries
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.queries import QueryGroup
 from codetr.modeling.transformers import DeformableTransformer

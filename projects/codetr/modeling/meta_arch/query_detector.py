@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from codetr.layers.nms import batched_nms, batched_soft_nms
-from codetr.modeling.backbone import downsample_mask
+from codetr.modeling.necks import downsample_mask
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.denoising import FixedTargetQueries
+from codetr.modeling.queries.denoising import FixedTargetQueries
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.queries import QueryGroup
 

@@ -48,7 +48,7 @@ class ConvGN(nn.Module):
     3x3 stride-2 convolution returns NaN or wrong weight gradients when a spatial side of its
     input is 1 (e.g. (2, 128, 3, 1) or (1, 128, 1, 1): 29-30 of 30 calls NaN or off by > 5%;
     stride 1 and sides >= 2 were fine), as the extra pyramid levels of small images are; see
-    ``tests/modeling/test_backbone.py``. The GroupNorm statistics are fp32 anyway.
+    ``tests/modeling/necks/test_channel_mapper.py``. The GroupNorm statistics are fp32 anyway.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, num_groups: int):

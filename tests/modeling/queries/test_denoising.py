@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from codetr.modeling.denoising import (
+from codetr.modeling.queries.denoising import (
     DenoisingGenerator,
     apply_centre_size_noise,
     apply_corner_noise,

@@ -4,30 +4,37 @@ binary encoder loss on all positions, Co-Deformable positive queries with ``head
 and a training step of a tiny Co-Deformable CoDETR. Checked against independent computations."""
 import itertools
 import math
+import os
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.backbone import ChannelMapper
+from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.denoising import dino_denoising
+from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.heads.tood_head import TOODHead
 from codetr.modeling.meta_arch import DINO, CoDETR
-from codetr.modeling.positive_queries import PositiveQueries, select_positive_queries
+from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
 from codetr.modeling.decoders import DeformableDecoder
 from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.queries import QueryGroup
 from codetr.modeling.queries.two_stage import gen_encoder_output_proposals
 from codetr.modeling.transformers import DeformableTransformer
 
-from test_co_detr import PatchBackbone  # noqa: E402  (tests/modeling is on sys.path)
-from test_criterion import GT, expected_losses, focal, iou_giou
-from test_dino import BATCH, make_input
-from test_positive_queries import SIZES, make_samples, sine
+HERE = os.path.dirname(os.path.abspath(__file__))
+for _dir in (os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "queries")):  # shared test helpers
+    if _dir not in sys.path:
+        sys.path.insert(0, _dir)
+
+from test_co_detr import PatchBackbone  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
+from test_criterion import GT, expected_losses, focal, iou_giou  # noqa: E402
+from test_dino import BATCH, make_input  # noqa: E402
+from test_positive_queries import SIZES, make_samples, sine  # noqa: E402
 
 D, K, HEADS = 32, 3, 4
 

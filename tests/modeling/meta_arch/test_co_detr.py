@@ -13,21 +13,21 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.backbone import ChannelMapper
+from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.denoising import dino_denoising
+from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import DINO, CoDETR
-from codetr.modeling.positive_queries import PositiveQueries
+from codetr.modeling.queries.positive_queries import PositiveQueries
 from codetr.modeling.decoders import DeformableDecoder
 from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.transformers import DeformableTransformer
 
-from test_dino import BATCH, make_input  # noqa: E402  (tests/modeling is on sys.path)
+from test_dino import BATCH, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
 D, K = 32, 3
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 
@@ -123,6 +123,41 @@ def test_pyramid_levels_and_strides(scales):
     last = list(pyramid.values())[-2]
     expected = F.group_norm(F.conv2d(last, conv.weight, conv.bias, stride=2, padding=1), 8, gn.weight, gn.bias)
     torch.testing.assert_close(list(pyramid.values())[-1], expected, atol=1e-5, rtol=1e-4)
+
+
+class DropFinestAddPooled(torch.nn.Module):
+    """A stub pyramid adapter: the detector's levels without the finest, plus a 2x max-pooled
+    coarsest one (records the masks it was given)."""
+
+    def __init__(self, strides):
+        super().__init__()
+        self.strides = strides[1:] + [strides[-1] * 2]
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, levels, masks):
+        self.masks = masks
+        return [x * self.scale for x in levels[1:]] + [F.max_pool2d(levels[-1], 2, ceil_mode=True)]
+
+
+def test_pyramid_adapter_builds_the_auxiliary_pyramid():
+    det = tiny_dino(4)
+    adapter = DropFinestAddPooled([8, 16, 32, 64])
+    names, strides = ["p4", "p5", "p6", "p7"], [16, 32, 64, 128]
+    head = ATSSHead(K, names, strides, in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0)
+    model = CoDETR(det, [head], PositiveQueries(1, D, K), pyramid_adapter=adapter, pyramid_num_groups=8).train()
+    assert model.pyramid_strides == strides and model.downsample is None
+    assert not any(k.startswith("downsample.") for k in model.state_dict())
+    images = det.preprocess_image(BATCH)
+    enc = det.encode(images)
+    pyramid = model.pyramid(enc)
+    levels = enc.memory_maps()
+    assert list(pyramid) == names and len(adapter.masks) == 4 and adapter.masks[0] is enc.masks[0]
+    for x, expected in zip(pyramid.values(), levels[1:] + [F.max_pool2d(levels[-1], 2, ceil_mode=True)]):
+        torch.testing.assert_close(x, expected)
+    losses = model(BATCH)
+    assert {"loss_cls_head0", "loss_class_aux0"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert adapter.scale.grad is not None and adapter.scale.grad != 0
 
 
 def _loss_keys(prefix_suffixes):

@@ -6,9 +6,9 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.backbone import ChannelMapper
+from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.denoising import dino_denoising, dn_detr_denoising
+from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
 from codetr.modeling.meta_arch import DINO
 from codetr.modeling.decoders import DeformableDecoder
 from codetr.modeling.encoders import DeformableEncoder

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from codetr.modeling.heads.base import AssignedSamples
-from codetr.modeling.positive_queries import PositiveQueries, select_positive_queries
+from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
 
 K = 5
 

@@ -4,7 +4,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 from torch import nn
 
-from codetr.modeling.backbone import ChannelMapper, masked_group_norm
+from codetr.modeling.necks import ChannelMapper, masked_group_norm
 
 
 def _resnet18(out_features):
@@ -64,7 +64,7 @@ def test_conv_gn_weight_gradient_under_cpu_bf16_autocast_matches_fp32():
     CPU bf16 autocast the gradients must be finite and close to float32's. torch 2.14's CPU bf16
     convolution gets the weight gradient of such shapes wrong or NaN in a large fraction of
     calls, which is why ConvGN computes its convolution in float32 there."""
-    from codetr.modeling.backbone.channel_mapper import ConvGN
+    from codetr.modeling.necks.channel_mapper import ConvGN
 
     torch.manual_seed(0)
     layer = ConvGN(128, 128, 3, 2, 32)

@@ -15,18 +15,13 @@ at lr 0.01 (switch at iteration 20) collapsed a few iterations after the switch:
 (loss_bbox 0) and scores driven to ~0; keep the warm-up when shortening runs.
 """
 from ..common.schedule import multistep
+from ..common.train_shapes import EPOCHS, train
 from ..dino.dino_r18_shapes import dataloader
-from .tood_r50_fpn_1x import model, optimizer, train
+from .tood_r50_fpn_1x import model, optimizer
 
-EPOCHS = 2
 WIDTH = 128
 
-train.init_checkpoint = ""
 train.output_dir = "./output/tood_r18_shapes"
-train.device = "cpu"
-train.epochs = EPOCHS
-train.eval_period = 100000  # evaluate once, after the last iteration
-train.checkpointer.period = 250
 lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], warmup_iters=100)
 
 optimizer.lr = 0.005

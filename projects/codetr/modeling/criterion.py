@@ -37,8 +37,8 @@ from codetr.modeling.losses import (
     reduce_num_boxes,
     sigmoid_focal_loss,
 )
-from codetr.modeling.queries.denoising import FixedTargetQueries
 from codetr.modeling.matcher import HungarianMatcher
+from codetr.modeling.queries.denoising import FixedTargetQueries
 
 __all__ = ["DETRCriterion"]
 

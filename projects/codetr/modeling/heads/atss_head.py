@@ -27,7 +27,8 @@ from detectron2.structures import Instances
 from torch import Tensor, nn
 
 from codetr.modeling.assigners import atss_assign
-from codetr.modeling.heads.dense import DenseHead, DenseTargets, centerness_targets, conv_gn_relu, dense_targets, normal_init
+from codetr.modeling.heads.dense import DenseHead, DenseTargets, centerness_targets, conv_gn_relu
+from codetr.modeling.heads.dense import dense_targets, normal_init
 from codetr.modeling.losses import giou_loss, reduce_num_boxes, sigmoid_focal_loss
 
 __all__ = ["ATSSHead"]

@@ -43,7 +43,8 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 from codetr.modeling.assigners import atss_assign, tal_assign
-from codetr.modeling.heads.dense import DenseHead, DenseTargets, centerness_targets, conv_gn_relu, dense_targets, normal_init
+from codetr.modeling.heads.dense import DenseHead, DenseTargets, centerness_targets, conv_gn_relu
+from codetr.modeling.heads.dense import dense_targets, normal_init
 from codetr.modeling.losses import giou_loss, quality_focal_loss, reduce_num_boxes, sigmoid_focal_loss
 
 __all__ = [

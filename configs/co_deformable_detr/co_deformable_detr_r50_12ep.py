@@ -32,28 +32,13 @@ Deliberate departures from the official code (small):
 - box refinement uses ``inverse_sigmoid`` with eps 1e-3 (DINO / detrex); mmdet uses 1e-5;
 - initialisation: ``tgt_embed`` is Xavier-uniform (official ``query_embedding``: N(0, 1)).
 """
-from detectron2.config import LazyCall as L
-
-from codetr.modeling.heads.atss_head import ATSSHead
-from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
-from codetr.modeling.meta_arch import CoDETR
-from codetr.modeling.queries.positive_queries import PositiveQueries
-
-from ..common.data.coco_detr import dataloader
-from ..common.optim import AdamW as optimizer
-from ..common.schedule import lr_multiplier_12ep as lr_multiplier
-from ..common.train import train
+from ..common.co_detr import co_detr
+from ..common.detr_recipe import dataloader, lr_multiplier, optimizer, train
 from ..dino.models.dino_r50 import model as detector
 
-train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
 train.output_dir = "./output/co_deformable_detr_r50_12ep"
-train.epochs = 12
-train.clip_grad.enabled = True
-train.clip_grad.max_norm = 0.1
-train.clip_grad.norm_type = 2.0
 
 optimizer.lr = 2e-4
-optimizer.weight_decay = 1e-4
 optimizer.params.lr_factors = {"backbone": 0.1, "sampling_offsets": 0.1}
 
 detector.num_queries = 300
@@ -69,45 +54,9 @@ detector.criterion.weight_class = 2.0
 detector.nms = None
 detector.select_box_nums_for_evaluation = 100
 
-LAMBDA_2 = 2.0
-NUM_DECODER_LAYERS = 6
-PYRAMID = ["p3", "p4", "p5", "p6", "p7"]
-STRIDES = [8, 16, 32, 64, 128]
-
-model = L(CoDETR)(
-    detector=detector,
-    aux_heads=[
-        L(build_rcnn_aux_head)(
-            num_classes="${...num_classes}",
-            in_features=PYRAMID,
-            strides=STRIDES,
-            in_channels=256,
-            num_roi_levels=4,
-            loss_scale=LAMBDA_2 * NUM_DECODER_LAYERS,
-            return_features=True,
-        ),
-        L(ATSSHead)(
-            num_classes="${...num_classes}",
-            in_features=PYRAMID,
-            strides=STRIDES,
-            in_channels=256,
-            feat_channels=256,
-            loss_scale=LAMBDA_2 * NUM_DECODER_LAYERS,
-            return_features=True,
-        ),
-    ],
-    positive_queries=L(PositiveQueries)(
-        num_heads=2, embed_dim=256, num_classes="${..num_classes}", max_queries=300, min_queries=9,
-        feat_dim=256, style="co_deformable", head_pos_embed="scalar",
-    ),
-    aux_query_weight=1.0,
-    eval_module="detr",
-    eval_heads={"two-stage": 0, "one-stage": 1},
-    num_classes=detector.num_classes,
-    num_queries=detector.num_queries,
-)
-model.detector.num_classes = "${..num_classes}"  # one place: model.num_classes
-model.detector.num_queries = "${..num_queries}"
-
-dataloader.train.total_batch_size = 16
-dataloader.evaluator.output_dir = "${train.output_dir}"
+# auxiliary pyramid: the encoder levels (strides 8..64) + stride 128; RoIAlign on p3..p6
+model = co_detr(detector, ["p3", "p4", "p5", "p6", "p7"], embed_dim=256, num_decoder_layers=6, num_roi_levels=4)
+# each sample carries its feature (mean-pooled RoI / pyramid feature), added to its query
+model.aux_heads[0].return_features = True
+model.aux_heads[1].return_features = True
+model.positive_queries.update(feat_dim=256, style="co_deformable", head_pos_embed="scalar")

@@ -16,13 +16,7 @@ of 512 (still 25% positive). With the official numbers torchvision's single-thre
 ``roi_align`` backward and the RPN's NMS took ~1 s of a ~2.1 s iteration (profiled with
 ``torch.profiler`` at 256 px, batch 4); see ``benchmarks/shapes_models_cost.md``.
 """
-from detectron2.config import LazyCall as L
-
-from codetr.modeling.heads.atss_head import ATSSHead
-from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
-from codetr.modeling.meta_arch import CoDETR
-from codetr.modeling.queries.positive_queries import PositiveQueries
-
+from ..common.co_detr import co_detr
 from ..dino.dino_r18_shapes import HIDDEN, dataloader, lr_multiplier, optimizer, train
 from ..dino.dino_r18_shapes import model as detector  # noqa: E402  (one module load per statement)
 
@@ -38,38 +32,8 @@ NUM_DECODER_LAYERS = 3
 PYRAMID = ["p3", "p4", "p5", "p6", "p7"]
 STRIDES = [8, 16, 32, 64, 128]
 
-model = L(CoDETR)(
-    detector=detector,
-    aux_heads=[
-        L(build_rcnn_aux_head)(
-            num_classes="${...num_classes}",
-            in_features=PYRAMID,
-            strides=STRIDES,
-            in_channels=HIDDEN,
-            num_roi_levels=4,
-            fc_dim=256,
-            pre_nms_topk=(1000, 1000),
-            post_nms_topk=(300, 300),
-            roi_batch_size_per_image=128,
-            loss_scale=LAMBDA_2 * NUM_DECODER_LAYERS,
-        ),
-        L(ATSSHead)(
-            num_classes="${...num_classes}",
-            in_features=PYRAMID,
-            strides=STRIDES,
-            in_channels=HIDDEN,
-            feat_channels=HIDDEN,
-            loss_scale=LAMBDA_2 * NUM_DECODER_LAYERS,
-        ),
-    ],
-    positive_queries=L(PositiveQueries)(
-        num_heads=2, embed_dim=HIDDEN, num_classes="${..num_classes}", max_queries=300, min_queries=9
-    ),
-    aux_query_weight=1.0,
-    eval_module="detr",
-    eval_heads={"two-stage": 0, "one-stage": 1},
-    num_classes=detector.num_classes,
-    num_queries=detector.num_queries,
+model = co_detr(detector, PYRAMID, embed_dim=HIDDEN, num_decoder_layers=NUM_DECODER_LAYERS, num_roi_levels=4,
+                lambda_2=LAMBDA_2)
+model.aux_heads[0].update(  # the CPU sizing of the Faster R-CNN head (module docstring)
+    fc_dim=256, pre_nms_topk=(1000, 1000), post_nms_topk=(300, 300), roi_batch_size_per_image=128
 )
-model.detector.num_classes = "${..num_classes}"  # one place: model.num_classes
-model.detector.num_queries = "${..num_queries}"

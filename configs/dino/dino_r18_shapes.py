@@ -11,20 +11,14 @@ from detectron2.layers import ShapeSpec
 from ..common.data.shapes import dataloader
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import multistep
-from ..common.train import train
+from ..common.train_shapes import EPOCHS, train
 from .models.dino_r50 import model
 
-EPOCHS = 2
 HIDDEN = 128
 
-train.init_checkpoint = ""
 train.output_dir = "./output/dino_r18_shapes"
-train.device = "cpu"
-train.epochs = EPOCHS
 train.clip_grad.enabled = True
 train.clip_grad.max_norm = 0.1
-train.eval_period = 100000  # evaluate once, after the last iteration
-train.checkpointer.period = 250
 train.vis_output_images = 4  # draw the detections of 4 validation images into output_dir/vis
 train.vis_score_threshold = 0.2  # after 2 epochs from scratch the best scores are ~0.2-0.3
 lr_multiplier = multistep([11], epochs=12)  # x0.1 for the last 1/12 of the run, as 11 of 12 epochs

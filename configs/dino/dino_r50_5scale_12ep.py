@@ -1,18 +1,6 @@
 """DINO-R50 5-scale, 12 epochs on COCO (detrex dino_r50_5scale_12ep: 49.6 AP): res2..res5 plus one
 extra stride-64 level (strides 4..64), otherwise as dino_r50_4scale_12ep."""
-from detectron2.layers import ShapeSpec
-
-from .dino_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, train
+from .dino_r50_4scale_12ep import dataloader, lr_multiplier, optimizer, train
+from .models.dino_r50_5scale import model
 
 train.output_dir = "./output/dino_r50_5scale_12ep"
-
-model.backbone.out_features = ["res2", "res3", "res4", "res5"]
-model.neck.input_shapes = {
-    "res2": ShapeSpec(channels=256, stride=4),
-    "res3": ShapeSpec(channels=512, stride=8),
-    "res4": ShapeSpec(channels=1024, stride=16),
-    "res5": ShapeSpec(channels=2048, stride=32),
-}
-model.neck.in_features = ["res2", "res3", "res4", "res5"]
-model.neck.num_outs = 5
-model.transformer.num_feature_levels = 5

@@ -17,18 +17,13 @@ lr 0.01 whose warm-up and switch did not scale this way collapsed a few iteratio
 switch: no positives, loss_bbox 0, scores driven to ~0.)
 """
 from ..common.schedule import multistep
+from ..common.train_shapes import EPOCHS, train
 from ..dino.dino_r18_shapes import dataloader
-from .tood_r50_fpn_1x import model, optimizer, train
+from .tood_r50_fpn_1x import model, optimizer
 
-EPOCHS = 2
 WIDTH = 128
 
-train.init_checkpoint = ""
 train.output_dir = "./output/tood_r18_shapes"
-train.device = "cpu"
-train.epochs = EPOCHS
-train.eval_period = 100000  # evaluate once, after the last iteration
-train.checkpointer.period = 250
 lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], epochs=EPOCHS, warmup_iters=100)
 
 optimizer.lr = 0.005

@@ -12,7 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 
 from codetr.checkpoint import ShapeMismatchError, SourceNotImplementedError, UnknownKeyError, convert
-from codetr.modeling.queries.positive_queries import AuxSamples
+from codetr.modeling.heads.base import AssignedSamples
 
 from ckpt_source_formats import Dims, co_deformable_detr_official, co_dino_official, meta_shapes
 
@@ -190,7 +190,7 @@ def test_co_deformable_detr_random_loads_strictly_and_computes_like_the_source(t
         xyxy = torch.cat([boxes[0, :, :2] - boxes[0, :, 2:] / 4, boxes[0, :, :2] + boxes[0, :, 2:] / 4], -1)
         xyxy = xyxy * torch.tensor([w, h, w, h])
         feats = torch.randn(7, d, generator=g)
-        samples = AuxSamples(pos_boxes=[xyxy], pos_labels=[torch.zeros(7, dtype=torch.long)], pos_targets=[xyxy],
+        samples = AssignedSamples(pos_boxes=[xyxy], pos_labels=[torch.zeros(7, dtype=torch.long)], pos_targets=[xyxy],
                              neg_boxes=[xyxy[:2] + 1.0], pos_feats=[feats], neg_feats=[feats[:2]])
         for k in range(2):
             fixed = model.positive_queries(samples, k, [(h, w)])

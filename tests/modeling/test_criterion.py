@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from codetr.modeling.criterion import DETRCriterion, reduce_num_boxes
+from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.queries.denoising import FixedTargetQueries
 
 C = 3  # classes
@@ -256,24 +256,3 @@ def test_low_precision_predictions_give_fp32_losses():
 def test_bad_class_loss():
     with pytest.raises(ValueError, match="class_loss"):
         DETRCriterion(C, class_loss="ce")
-
-
-# ----------------------------------------------------------------------------- num_boxes reduction
-def test_reduce_num_boxes_single_process():
-    assert reduce_num_boxes(0, torch.device("cpu")).item() == 1.0
-    assert reduce_num_boxes(7, torch.device("cpu")).item() == 7.0
-
-
-def test_reduce_num_boxes_is_averaged_over_workers(monkeypatch):
-    """Two simulated workers with 3 and 5 boxes: the all-reduced sum 8 over world size 2 -> 4.
-    (A spawned 2-process gloo group would test the same thing at 10x the run time.)"""
-    from codetr.modeling import criterion as criterion_module
-
-    def fake_all_reduce(tensor):
-        tensor.add_(5.0)  # the other worker's count
-
-    monkeypatch.setattr(criterion_module.comm, "get_world_size", lambda: 2)
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
-    assert reduce_num_boxes(3, torch.device("cpu")).item() == 4.0
-    assert reduce_num_boxes(0, torch.device("cpu")).item() == 2.5

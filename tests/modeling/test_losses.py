@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from codetr.modeling.losses import giou_loss, l1_loss, normalized_sum, quality_focal_loss, sigmoid_focal_loss
+from codetr.modeling.losses import reduce_num_boxes
 
 LN2 = math.log(2.0)
 
@@ -110,3 +111,24 @@ def test_normalized_sum():
     loss = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     torch.testing.assert_close(normalized_sum(loss, 4.0), torch.tensor(2.5))
     torch.testing.assert_close(normalized_sum(loss, torch.tensor(5.0)), torch.tensor(2.0))
+
+
+# ----------------------------------------------------------------------------- num_boxes reduction
+def test_reduce_num_boxes_single_process():
+    assert reduce_num_boxes(0, torch.device("cpu")).item() == 1.0
+    assert reduce_num_boxes(7, torch.device("cpu")).item() == 7.0
+
+
+def test_reduce_num_boxes_is_averaged_over_workers(monkeypatch):
+    """Two simulated workers with 3 and 5 boxes: the all-reduced sum 8 over world size 2 -> 4.
+    (A spawned 2-process gloo group would test the same thing at 10x the run time.)"""
+    from codetr.modeling import losses as losses_module
+
+    def fake_all_reduce(tensor):
+        tensor.add_(5.0)  # the other worker's count
+
+    monkeypatch.setattr(losses_module.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
+    assert reduce_num_boxes(3, torch.device("cpu")).item() == 4.0
+    assert reduce_num_boxes(0, torch.device("cpu")).item() == 2.5

@@ -26,31 +26,23 @@ from typing import Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from detectron2.utils import comm
 from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
-from codetr.modeling.losses import giou_loss, l1_loss, normalized_sum, quality_focal_loss, sigmoid_focal_loss
+from codetr.modeling.losses import (
+    giou_loss,
+    l1_loss,
+    normalized_sum,
+    quality_focal_loss,
+    reduce_num_boxes,
+    sigmoid_focal_loss,
+)
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.queries.denoising import FixedTargetQueries
 
-__all__ = ["DETRCriterion", "reduce_num_boxes"]
+__all__ = ["DETRCriterion"]
 
 LOSS_NAMES = ("loss_class", "loss_bbox", "loss_giou")
-
-
-def reduce_num_boxes(count: Union[int, float, Tensor], device: torch.device) -> Tensor:
-    """Average of ``count`` over all workers (all-reduce / world size), clamped to >= 1.
-
-    The DETR normaliser: the mean number of target boxes (or positives) per worker. Returns a
-    0-dim fp32 tensor on ``device``.
-    """
-    count = torch.as_tensor(count, dtype=torch.float32, device=device)
-    world_size = comm.get_world_size()
-    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(count)
-        count = count / world_size
-    return count.clamp(min=1.0)
 
 
 class DETRCriterion(nn.Module):

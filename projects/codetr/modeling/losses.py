@@ -1,7 +1,8 @@
 """Detection losses, unreduced, always computed in fp32.
 
 Every function returns the per-element loss; the caller sums it and divides by an explicit
-normaliser (``normalized_sum``), e.g. the all-reduced number of ground-truth boxes. Keeping the
+normaliser (``normalized_sum``), e.g. the all-reduced number of ground-truth boxes
+(``reduce_num_boxes``, shared by the DETR criteria and the dense heads). Keeping the
 reduction outside makes the normaliser visible at every call site (DETR criteria, dense heads).
 
 Box conventions: ``l1_loss`` compares whatever parametrisation it is given (DETR: normalised
@@ -9,12 +10,14 @@ cxcywh); ``giou_loss`` takes xyxy boxes (normalised or absolute: GIoU is scale i
 """
 from typing import Union
 
+import torch
 import torch.nn.functional as F
+from detectron2.utils import comm
 from torch import Tensor
 
 from codetr.layers.box_ops import elementwise_generalized_box_iou
 
-__all__ = ["sigmoid_focal_loss", "quality_focal_loss", "l1_loss", "giou_loss", "normalized_sum"]
+__all__ = ["sigmoid_focal_loss", "quality_focal_loss", "l1_loss", "giou_loss", "normalized_sum", "reduce_num_boxes"]
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -72,3 +75,18 @@ def giou_loss(pred_xyxy: Tensor, target_xyxy: Tensor) -> Tensor:
 def normalized_sum(loss: Tensor, normalizer: Union[Tensor, float]) -> Tensor:
     """Sum of all elements of ``loss`` divided by ``normalizer`` (a scalar, already clamped)."""
     return loss.sum() / normalizer
+
+
+def reduce_num_boxes(count: Union[int, float, Tensor], device: torch.device) -> Tensor:
+    """Average of ``count`` over all workers (all-reduce / world size), clamped to >= 1.
+
+    The loss normaliser of the DETR criteria and the dense heads: the mean number of target boxes
+    (or positives, or sum of quality targets) per worker. Every worker must call it the same
+    number of times (a collective). Returns a 0-dim fp32 tensor on ``device``.
+    """
+    count = torch.as_tensor(count, dtype=torch.float32, device=device)
+    world_size = comm.get_world_size()
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(count)
+        count = count / world_size
+    return count.clamp(min=1.0)

@@ -17,6 +17,7 @@ from codetr.modeling.decoders import DeformableDecoder
 from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
+from codetr.modeling.heads.tood_head import TOODHead
 from codetr.modeling.meta_arch import DINO, CoDETR
 from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries import QueryGroup
@@ -299,9 +300,50 @@ def test_positive_query_options():
         PositiveQueries(2, 8, K, head_pos_embed="scalar")  # Co-DINO has none
 
 
+def test_t_head_samples_drive_co_deformable_positive_queries():
+    """A T-Head built with ``return_features`` hands Co-Deformable-DETR's positive queries its
+    positives with the pyramid feature at each anchor: the content is ``LN(Linear(sine(box)))``
+    plus ``LN(Linear(feature))`` of those features, and the gradient reaches the pyramid."""
+    from detectron2.structures import Boxes, ImageList, Instances
+
+    torch.manual_seed(0)
+    d = 16
+    head = TOODHead(K, ["p3", "p4"], [8, 16], in_channels=d, feat_channels=d, stacked_convs=2, num_groups=4,
+                    return_features=True).train()
+    pq = PositiveQueries(1, d, K, feat_dim=d, style="co_deformable", head_pos_embed="scalar")
+    pyramid = {"p3": torch.randn(2, d, 8, 8, requires_grad=True), "p4": torch.randn(2, d, 4, 4, requires_grad=True)}
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (56, 48)])
+    gts = []
+    for size, boxes, labels in (((64, 64), [[5, 6, 40, 30], [20, 18, 60, 62]], [0, 2]),
+                                ((56, 48), [[10, 10, 40, 45]], [1])):
+        gts.append(Instances(size, gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+                             gt_classes=torch.tensor(labels)))
+    _, samples = head(images, pyramid, gts)
+    fixed = pq(samples, 0, images.image_sizes, generator=torch.Generator().manual_seed(0))
+    # independently: a positive's feature = the pyramid map of its anchor's level (side 8 x stride)
+    # at its centre / stride; with fewer positives than slots they fill the first slots in order
+    def feature_at(b, box):
+        stride = round(float(box[2] - box[0]) / 8)
+        cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+        return pyramid["p3" if stride == 8 else "p4"][b, :, round(cy / stride), round(cx / stride)]
+
+    full = F.layer_norm(F.linear(sine(fixed.ref_boxes, d // 2), pq.pos_trans[0].weight, pq.pos_trans[0].bias),
+                        (2 * d,), pq.pos_trans_norm[0].weight, pq.pos_trans_norm[0].bias)
+    for b in range(2):
+        p = len(samples.pos_boxes[b])
+        assert 0 < p <= fixed.content.shape[1] and fixed.positive[b, :p].all() and not fixed.positive[b, p:].any()
+        feats = torch.stack([feature_at(b, box) for box in samples.pos_boxes[b]])
+        content = full[b, :p, d:] + F.layer_norm(F.linear(feats, pq.feat_trans[0].weight, pq.feat_trans[0].bias),
+                                                 (d,), pq.feat_trans_norm[0].weight, pq.feat_trans_norm[0].bias)
+        torch.testing.assert_close(fixed.content[b, :p], content, atol=1e-5, rtol=1e-4)
+    fixed.content.sum().backward()
+    assert pyramid["p3"].grad.abs().sum() > 0 and pq.feat_trans[0].weight.grad.abs().sum() > 0
+
+
 # ----------------------------------------------------------------------------- the detector
-def tiny_co_deformable_detr(seed=0):
-    """4 scales (strides 8..64) + p7, Faster R-CNN and ATSS heads with features, 20 queries."""
+def tiny_co_deformable_detr(seed=0, one_stage="atss"):
+    """4 scales (strides 8..64) + p7, Faster R-CNN and ATSS (or T-Head) heads with features, 20
+    queries."""
     torch.manual_seed(seed)
     backbone = PatchBackbone()
     kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64)
@@ -326,14 +368,18 @@ def tiny_co_deformable_detr(seed=0):
         build_rcnn_aux_head(K, names, strides, in_channels=D, num_roi_levels=4, fc_dim=32, pre_nms_topk=(200, 100),
                             post_nms_topk=(100, 100), roi_batch_size_per_image=64, return_features=True),
         ATSSHead(K, names, strides, in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0,
+                 return_features=True)
+        if one_stage == "atss" else
+        TOODHead(K, names, strides, in_channels=D, feat_channels=D, stacked_convs=2, num_groups=8, loss_scale=12.0,
                  return_features=True),
     ]
     pq = PositiveQueries(2, D, K, feat_dim=D, style="co_deformable", head_pos_embed="scalar")
     return CoDETR(det, aux, pq, pyramid_num_groups=8)
 
 
-def test_co_deformable_detr_training_step():
-    model = tiny_co_deformable_detr().train()
+@pytest.mark.parametrize("one_stage", ["atss", "thead"])
+def test_co_deformable_detr_training_step(one_stage):
+    model = tiny_co_deformable_detr(one_stage=one_stage).train()
     seen = {}
     criterion = model.detector.criterion
     forward = criterion.forward

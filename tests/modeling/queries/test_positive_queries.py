@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from codetr.modeling.heads.base import AssignedSamples
-from codetr.modeling.queries.positive_queries import AuxSamples, PositiveQueries, select_positive_queries
+from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
 
 K = 5
 
@@ -29,7 +29,6 @@ def make_samples(num_pos, num_neg, feats=False):
     if feats:
         out["pos_feats"] = [torch.randn(p, 6) for p in num_pos]
         out["neg_feats"] = [torch.randn(r, 6) for r in num_neg]
-        return AuxSamples(**out)
     return AssignedSamples(**out)
 
 

@@ -3,7 +3,7 @@
 
 ``RCNNAuxHead`` runs the RPN (its own losses), samples proposals with the RoI head's matcher and
 sampler (GT boxes appended as proposals), and computes the box head's losses, as
-``StandardROIHeads`` does; it returns the sampled proposals as an ``AuxSamples``: positives are
+``StandardROIHeads`` does; it returns the sampled proposals as an ``AssignedSamples``: positives are
 the sampled proposals matched to a ground truth (detached proposal boxes, the matched class and
 GT box), negatives the sampled background proposals (Co-DETR's ``CoStandardRoIHead``); with
 ``return_features`` each sample also carries its RoIAlign feature averaged over the 7 x 7 bins.
@@ -27,7 +27,7 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils import events
 from torch import Tensor, nn
 
-from codetr.modeling.queries.positive_queries import AuxSamples
+from codetr.modeling.heads.base import AssignedSamples
 
 __all__ = ["RCNNAuxHead", "build_rcnn_aux_head", "event_storage"]
 
@@ -56,7 +56,7 @@ class RCNNAuxHead(nn.Module):
         self.return_features = return_features
 
     def forward(self, images: ImageList, features: Dict[str, Tensor], gt_instances: Optional[List[Instances]] = None):
-        """Training: ``(losses, AuxSamples)``; inference: N ``Instances`` (resized-image coords)."""
+        """Training: ``(losses, AssignedSamples)``; inference: N ``Instances`` (resized-image coords)."""
         with event_storage():
             if not self.training:
                 proposals, _ = self.rpn(images, features)
@@ -86,7 +86,7 @@ class RCNNAuxHead(nn.Module):
                 out["neg_feats"].append(f[~pos])
         if pooled is None:
             out["pos_feats"] = out["neg_feats"] = None
-        return AuxSamples(**out)
+        return AssignedSamples(**out)
 
 
 def build_rcnn_aux_head(

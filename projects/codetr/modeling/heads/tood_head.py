@@ -35,24 +35,20 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 from codetr.engine.schedule import schedule_iteration
-from codetr.modeling.heads.postprocess import dense_detections
 from codetr.modeling.assigners import atss_assign, tal_assign
-from codetr.modeling.criterion import reduce_num_boxes
-from codetr.modeling.heads.atss_head import Scale, centerness_targets
-from codetr.modeling.heads.base import AssignedSamples
-from codetr.modeling.losses import giou_loss, quality_focal_loss, sigmoid_focal_loss
+from codetr.modeling.heads.dense import DenseHead, DenseTargets, centerness_targets, conv_gn_relu
+from codetr.modeling.heads.dense import dense_targets, normal_init
+from codetr.modeling.losses import giou_loss, quality_focal_loss, reduce_num_boxes, sigmoid_focal_loss
 
 __all__ = [
     "TOODHead",
@@ -90,12 +86,6 @@ def deform_sampling(feat: Tensor, offset: Tensor) -> Tensor:
     return deform_conv2d(feat, offset, weight, stride=1, padding=0, dilation=1)
 
 
-def _normal_init(conv: nn.Conv2d, std: float, bias: float = 0.0) -> None:
-    nn.init.normal_(conv.weight, std=std)
-    if conv.bias is not None:
-        nn.init.constant_(conv.bias, bias)
-
-
 class TaskDecomposition(nn.Module):
     """Layer attention over the ``stacked_convs`` groups of the concatenated task-interactive
     features, folded into a 1x1 reduction conv, then GroupNorm + ReLU.
@@ -117,8 +107,8 @@ class TaskDecomposition(nn.Module):
         self.norm = nn.GroupNorm(num_groups, feat_channels)
         for m in self.layer_attention:
             if isinstance(m, nn.Conv2d):
-                _normal_init(m, std=0.001)
-        _normal_init(self.reduction_conv, std=0.01)
+                normal_init(m, std=0.001)
+        normal_init(self.reduction_conv, std=0.01)
 
     def forward(self, feat: Tensor, avg_feat: Tensor) -> Tensor:
         n, _, h, w = feat.shape
@@ -129,21 +119,18 @@ class TaskDecomposition(nn.Module):
         return F.relu(self.norm(out))
 
 
-def _conv_gn_relu(c_in: int, c_out: int, num_groups: int) -> nn.Sequential:
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-    _normal_init(conv, std=0.01)
-    return nn.Sequential(conv, nn.GroupNorm(num_groups, c_out), nn.ReLU(inplace=True))
-
-
-class TOODHead(nn.Module):
+class TOODHead(DenseHead):
     """T-Head on a feature pyramid; the TOOD detector's head and a Co-DETR auxiliary head.
 
-    Call protocol (Co-DETR's, see ``CoDETR``): ``head(images, features, gt_instances)``:
+    Called as every ``DenseHead`` (``codetr.modeling.heads.dense``): ``head(feats)`` gives the
+    raw predictions (the TOOD ``DenseDetector``); ``head(images, features, gt_instances)``:
       - training: ``(losses, AssignedSamples)``; losses ``{"loss_cls", "loss_bbox"}`` already
         weighted and multiplied by ``loss_scale``; samples per image: positives = the anchor
         boxes (``anchor_scale * stride`` squares, xyxy_abs) assigned to a ground truth, their
         labels and matched GT boxes; negatives = the other anchors whose centre lies in the
-        unpadded image;
+        unpadded image; with ``return_features`` each sample carries the pyramid feature at its
+        anchor (Co-Deformable-DETR's positive queries); ``iteration=`` overrides the trainer's
+        iteration for the assigner switch;
       - eval: N ``Instances`` (pred_boxes xyxy in the resized input image, scores, pred_classes).
     ``features`` maps names to (N, C, H_l, W_l) maps; ``in_features`` picks the levels in order
     and ``strides`` gives their strides.
@@ -151,12 +138,12 @@ class TOODHead(nn.Module):
     Args:
         num_classes: K.
         in_features, strides: pyramid level names (finest first) and their strides.
-        in_channels, feat_channels, stacked_convs, num_groups: T-Head widths (256, 256, 6, GN 32).
+        stacked_convs: task-interactive convs (6); with ``DenseHead``'s ``in_channels``,
+            ``feat_channels``, ``num_groups`` (256, 256, GN 32) the T-Head's widths.
         la_down_rate: layer-attention reduction of the concatenated features (default
             ``stacked_convs * 8``: hidden ``feat_channels / 8``, as the reference).
         anchor_type: "anchor_free" (ltrb distances from the anchor centre) or "anchor_based"
             (deltas of the anchor box, ``Box2BoxTransform`` weights (10, 10, 5, 5)).
-        anchor_scale: side of the square anchor in strides (8).
         initial_epochs: epochs trained with the ATSS assigner before TAL (4 in the 1x schedule;
             0 = TAL from the start), as epochs of the ``epochs``-epoch schedule they are written
             for (12 in the 1x configs) run in ``max_iter`` iterations (``train.max_iter``): the
@@ -168,8 +155,10 @@ class TOODHead(nn.Module):
         weight_cls, weight_bbox: loss weights (1, GIoU 2). loss_scale: multiplies both (Co-DETR).
         focal_alpha, focal_gamma, qfl_beta: focal loss (ATSS epochs) and QFL parameters.
         assign_max_elements: anchors x GTs per assigner chunk (memory bound on crowded images).
-        test_*: inference: per level the top ``test_topk_candidates`` (anchor, class) pairs
-            above ``test_score_thresh``, class-wise NMS, ``test_detections_per_image``.
+        kwargs: ``DenseHead``'s: ``in_channels``, ``feat_channels``, ``num_groups``,
+            ``anchor_scale`` (side of the square anchor in strides, 8), ``return_features`` (each
+            sample carries its anchor's pyramid feature), inference ``test_*`` (top 1000 per
+            level above 0.05, NMS 0.6, 100 per image).
     """
 
     def __init__(
@@ -177,13 +166,9 @@ class TOODHead(nn.Module):
         num_classes: int,
         in_features: Sequence[str],
         strides: Sequence[int],
-        in_channels: int = 256,
-        feat_channels: int = 256,
         stacked_convs: int = 6,
-        num_groups: int = 32,
         la_down_rate: Optional[int] = None,
         anchor_type: str = "anchor_free",
-        anchor_scale: float = 8.0,
         prior_prob: float = 0.01,
         initial_epochs: float = 0,
         epochs: Optional[float] = None,
@@ -199,23 +184,15 @@ class TOODHead(nn.Module):
         focal_gamma: float = 2.0,
         qfl_beta: float = 2.0,
         assign_max_elements: int = 1 << 22,
-        test_topk_candidates: int = 1000,
-        test_score_thresh: float = 0.05,
-        test_nms_thresh: float = 0.6,
-        test_detections_per_image: int = 100,
+        **kwargs,
     ):
-        super().__init__()
-        if len(in_features) != len(strides):
-            raise ValueError(f"TOODHead: {len(in_features)} in_features {list(in_features)} but {len(strides)} strides")
+        super().__init__(num_classes, in_features, strides, **kwargs)
         if anchor_type not in ANCHOR_TYPES:
             raise ValueError(f"TOODHead: anchor_type={anchor_type!r}; expected one of {ANCHOR_TYPES}")
         if initial_epochs < 0:
             raise ValueError(f"TOODHead: initial_epochs must be >= 0, got {initial_epochs}")
         if epochs is not None and initial_epochs > epochs:
             raise ValueError(f"TOODHead: initial_epochs={initial_epochs} exceeds the schedule's epochs={epochs}")
-        self.num_classes = num_classes
-        self.in_features = list(in_features)
-        self.strides = list(strides)
         self.anchor_type = anchor_type
         self.initial_epochs = initial_epochs
         self.epochs = epochs
@@ -229,15 +206,12 @@ class TOODHead(nn.Module):
         self.weight_cls, self.weight_bbox, self.loss_scale = weight_cls, weight_bbox, loss_scale
         self.focal_alpha, self.focal_gamma, self.qfl_beta = focal_alpha, focal_gamma, qfl_beta
         self.assign_max_elements = assign_max_elements
-        self.test_topk_candidates = test_topk_candidates
-        self.test_score_thresh = test_score_thresh
-        self.test_nms_thresh = test_nms_thresh
-        self.test_detections_per_image = test_detections_per_image
 
+        in_channels, feat_channels, num_groups = self.in_channels, self.feat_channels, self.num_groups
         cat_channels = feat_channels * stacked_convs
         la_down_rate = la_down_rate or stacked_convs * 8
         self.inter_convs = nn.ModuleList(
-            _conv_gn_relu(in_channels if i == 0 else feat_channels, feat_channels, num_groups)
+            conv_gn_relu(in_channels if i == 0 else feat_channels, feat_channels, num_groups)
             for i in range(stacked_convs)
         )
         self.cls_decomp = TaskDecomposition(feat_channels, stacked_convs, la_down_rate, num_groups)
@@ -253,17 +227,12 @@ class TOODHead(nn.Module):
             nn.Conv2d(feat_channels // 4, 4 * 2, 3, padding=1),
         )
         bias_cls = -math.log((1 - prior_prob) / prior_prob)
-        _normal_init(self.cls_prob_module[0], std=0.01)
-        _normal_init(self.cls_prob_module[2], std=0.01, bias=bias_cls)
-        _normal_init(self.reg_offset_module[0], std=0.001)
-        _normal_init(self.reg_offset_module[2], std=0.001)
-        _normal_init(self.tood_cls, std=0.01, bias=bias_cls)
-        _normal_init(self.tood_reg, std=0.01)
-        self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
-        self.anchor_generator = DefaultAnchorGenerator(
-            sizes=[[anchor_scale * s] for s in self.strides], aspect_ratios=[[1.0]], strides=self.strides, offset=0.0
-        )
-        self.box2box_transform = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
+        normal_init(self.cls_prob_module[0], std=0.01)
+        normal_init(self.cls_prob_module[2], std=0.01, bias=bias_cls)
+        normal_init(self.reg_offset_module[0], std=0.001)
+        normal_init(self.reg_offset_module[2], std=0.001)
+        normal_init(self.tood_cls, std=0.01, bias=bias_cls)
+        normal_init(self.tood_reg, std=0.01)
         self._last_assigner: Optional[str] = None  # logs the ATSS -> TAL switch once
 
     # ------------------------------------------------------------------ schedule
@@ -295,13 +264,12 @@ class TOODHead(nn.Module):
         return iteration < self.initial_iters
 
     # ------------------------------------------------------------------ raw predictions
-    def anchors(self, feats: List[Tensor]) -> List[Tensor]:
-        """Per level (H_l * W_l, 4) xyxy_abs anchors, row-major as the flattened maps."""
-        return [b.tensor for b in self.anchor_generator(feats)]
-
-    def predict(self, feats: List[Tensor], anchors_per_level: List[Tensor]) -> Tuple[Tensor, Tensor]:
+    def predict(self, feats: List[Tensor], anchors_per_level: Optional[List[Tensor]] = None) -> Tuple[Tensor, Tensor]:
         """L maps (N, C, H_l, W_l) -> score logits (N, A, K) fp32 (``sigmoid`` = the aligned score)
-        and boxes (N, A, 4) fp32 xyxy_abs, A = sum H_l W_l in level order, row-major."""
+        and boxes (N, A, 4) fp32 xyxy_abs, A = sum H_l W_l in level order, row-major.
+        ``anchors_per_level``: ``self.anchors(feats)`` when not given."""
+        if anchors_per_level is None:
+            anchors_per_level = self.anchors(feats)
         logits, boxes = [], []
         for x, scale, stride, anchors in zip(feats, self.scales, self.strides, anchors_per_level):
             n, _, h, w = x.shape
@@ -335,69 +303,44 @@ class TOODHead(nn.Module):
                 boxes.append(box.flatten(2).transpose(1, 2) * stride)
         return torch.cat(logits, 1), torch.cat(boxes, 1)
 
-    def forward(
-        self,
-        images: ImageList,
-        features: Dict[str, Tensor],
-        gt_instances: Optional[List[Instances]] = None,
-        iteration: Optional[int] = None,
-    ):
-        """Training: ``(losses, AssignedSamples)``. Inference: N ``Instances`` (resized-image
-        coordinates). ``iteration`` overrides the trainer's iteration for the assigner switch."""
-        feats = [features[f] for f in self.in_features]
-        anchors_per_level = self.anchors(feats)
-        logits, boxes = self.predict(feats, anchors_per_level)
-        if not self.training:
-            return self.inference(images, anchors_per_level, logits, boxes)
-        if gt_instances is None:
-            raise ValueError("TOODHead: training needs gt_instances")
-        return self.losses_and_samples(images, anchors_per_level, gt_instances, logits, boxes, iteration)
-
     # ------------------------------------------------------------------ training
     def assign(self, anchors_per_level: List[Tensor], gt_instances: List[Instances], logits: Tensor, boxes: Tensor,
-               initial: bool):
-        """Per image ATSS (``initial``) or TAL assignment.
-
-        Returns (N, A) gt_index (-1 negative), (N, A) labels (K for negatives), (N, A, 4) matched
-        GT boxes (zeros for negatives), (N, A) soft-target weights: ``t_hat`` (TAL), 1 (ATSS).
-        """
+               initial: bool) -> Tuple[DenseTargets, Tensor]:
+        """Per image ATSS (``initial``) or TAL assignment -> ``DenseTargets`` (on fp32 anchors) and
+        (N, A) soft-target weights: ``t_hat`` (TAL), 1 for positives (ATSS), 0 for negatives."""
         anchors = torch.cat(anchors_per_level).float()
         counts = [a.shape[0] for a in anchors_per_level]
-        gt_index, labels, targets, weights = [], [], [], []
-        for b, inst in enumerate(gt_instances):
-            gt = inst.gt_boxes.tensor.to(anchors)
+        gts = [inst.gt_boxes.tensor.to(anchors) for inst in gt_instances]
+        results = []
+        for b, (gt, inst) in enumerate(zip(gts, gt_instances)):
             cls = inst.gt_classes.to(anchors.device)
             if initial:
-                res = atss_assign(anchors, counts, gt, cls, self.atss_topk, max_elements=self.assign_max_elements)
-                w = (res.gt_index >= 0).float()
+                results.append(atss_assign(anchors, counts, gt, cls, self.atss_topk,
+                                           max_elements=self.assign_max_elements))
             else:
-                res = tal_assign(logits[b].detach().sigmoid(), boxes[b].detach(), anchors, gt, cls, self.tal_topk,
-                                 self.alpha, self.beta, max_elements=self.assign_max_elements)
-                w = res.norm_metric.float()
-            pos = res.gt_index >= 0
-            gt_index.append(res.gt_index)
-            labels.append(torch.where(pos, res.labels, torch.full_like(res.labels, self.num_classes)))
-            tgt = gt[res.gt_index.clamp(min=0)] if gt.shape[0] else anchors.new_zeros(anchors.shape)
-            targets.append(tgt * pos[:, None])
-            weights.append(w)
-        return torch.stack(gt_index), torch.stack(labels), torch.stack(targets), torch.stack(weights)
+                results.append(tal_assign(logits[b].detach().sigmoid(), boxes[b].detach(), anchors, gt, cls,
+                                          self.tal_topk, self.alpha, self.beta, max_elements=self.assign_max_elements))
+        weights = [(r.gt_index >= 0).float() if initial else r.norm_metric.float() for r in results]
+        return dense_targets(anchors, results, gts, self.num_classes), torch.stack(weights)
 
-    def losses_and_samples(self, images, anchors_per_level, gt_instances, logits, boxes, iteration=None):
+    def losses(self, anchors_per_level, gt_instances, predictions, iteration: Optional[int] = None):
+        """Weighted losses (module docstring) and the ``DenseTargets`` they were computed on.
+        ``iteration`` (default: the trainer's) picks the assigner."""
         iteration = self.current_iteration() if iteration is None else iteration
         initial = self.use_initial_assigner(iteration)
         assigner = "ATSS" if initial else "task-aligned (TAL)"
         if assigner != self._last_assigner:
             logger.info("TOODHead: %s assignment from iteration %d", assigner, iteration)
             self._last_assigner = assigner
+        logits, boxes = predictions
         device = logits.device
         with torch.autocast(device_type=device.type, enabled=False):
             logits, boxes = logits.float(), boxes.float()
-            anchors = torch.cat(anchors_per_level).float()
-            gt_index, labels, targets, weights = self.assign(anchors_per_level, gt_instances, logits, boxes, initial)
-            pos = gt_index >= 0
-            one_hot = F.one_hot(labels, self.num_classes + 1)[..., : self.num_classes].float()
-            pos_anchors = anchors[None].expand(pos.shape[0], -1, -1)[pos]
-            pos_targets = targets[pos]
+            targets, weights = self.assign(anchors_per_level, gt_instances, logits, boxes, initial)
+            pos = targets.positive
+            one_hot = F.one_hot(targets.labels, self.num_classes + 1)[..., : self.num_classes].float()
+            pos_anchors = targets.anchors[None].expand(pos.shape[0], -1, -1)[pos]
+            pos_targets = targets.boxes[pos]
             if initial:
                 cls_norm = reduce_num_boxes(pos.sum(), device)
                 loss_cls = sigmoid_focal_loss(logits, one_hot, self.focal_alpha, self.focal_gamma).sum() / cls_norm
@@ -415,34 +358,10 @@ class TOODHead(nn.Module):
             "loss_cls": loss_cls * self.weight_cls * self.loss_scale,
             "loss_bbox": loss_bbox * self.weight_bbox * self.loss_scale,
         }
-        return losses, self.samples(images, anchors, gt_index, labels, targets)
-
-    def samples(self, images: ImageList, anchors: Tensor, gt_index: Tensor, labels: Tensor, targets: Tensor):
-        """The assignment as ``AssignedSamples``: positives = anchor boxes assigned to a ground
-        truth; negatives = the other anchors whose centre lies inside the unpadded image."""
-        centres = (anchors[:, :2] + anchors[:, 2:]) / 2
-        pos_boxes, pos_labels, pos_targets, neg_boxes = [], [], [], []
-        for b, (h, w) in enumerate(images.image_sizes):
-            pos = gt_index[b] >= 0
-            neg = ~pos & (centres[:, 0] < w) & (centres[:, 1] < h)
-            pos_boxes.append(anchors[pos])
-            pos_labels.append(labels[b][pos])
-            pos_targets.append(targets[b][pos])
-            neg_boxes.append(anchors[neg])
-        return AssignedSamples(pos_boxes, pos_labels, pos_targets, neg_boxes)
+        return losses, targets
 
     # ------------------------------------------------------------------ inference
-    def inference(self, images: ImageList, anchors_per_level, logits: Tensor, boxes: Tensor) -> List[Instances]:
-        """Per level the top ``test_topk_candidates`` (anchor, class) pairs with score above
-        ``test_score_thresh``; boxes clipped to the image; class-wise NMS; top detections."""
-        counts = [a.shape[0] for a in anchors_per_level]
-        results = []
-        for b, image_size in enumerate(images.image_sizes):
-            levels = [
-                (lg.sigmoid(), lambda i, bx=bx: bx[i]) for lg, bx in zip(logits[b].split(counts), boxes[b].split(counts))
-            ]
-            results.append(dense_detections(
-                image_size, levels, self.test_score_thresh, self.test_topk_candidates, self.test_nms_thresh,
-                self.test_detections_per_image,
-            ))
-        return results
+    def candidates(self, b, anchors_per_level, predictions):
+        """Image ``b``'s per-level aligned scores and predicted boxes."""
+        logits, boxes = (p[b].split([a.shape[0] for a in anchors_per_level]) for p in predictions)
+        return [(lg.sigmoid(), lambda i, bx=bx: bx[i]) for lg, bx in zip(logits, boxes)]

@@ -35,8 +35,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from codetr.modeling.criterion import reduce_num_boxes
 from codetr.modeling.encoders import EncoderOutput
+from codetr.modeling.losses import reduce_num_boxes
 from codetr.modeling.necks.channel_mapper import ConvGN
 from codetr.modeling.queries.positive_queries import PositiveQueries
 

@@ -1,19 +1,20 @@
 """TOOD (Feng et al. 2021): ResNet + FPN (P3..P7) + the T-Head with Task Alignment Learning.
 
-The detector is a thin composition: Detectron2's FPN backbone, ``TOODHead`` (which holds the
-assigners, losses and inference, and is also a Co-DETR auxiliary head), and Detectron2's
-``detector_postprocess`` to return boxes in original image coordinates.
+The detector is Detectron2's generic one-stage flow (``DenseDetector``: preprocess, backbone,
+``head(features)``, training losses or inference, ``detector_postprocess`` to the inputs'
+"height" / "width") around ``TOODHead``, which holds the assigners, losses and inference (and is
+also a Co-DETR auxiliary head).
 """
 from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
-import torch
 import torch.nn.functional as F
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, detector_postprocess
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7 as _D2LastLevelP6P7
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import ImageList
-from torch import Tensor, nn
+from torch import Tensor
 
 from codetr.modeling.heads.tood_head import TOODHead
 
@@ -41,7 +42,7 @@ class LastLevelP6P7(_D2LastLevelP6P7):
 
 
 @META_ARCH_REGISTRY.register()
-class TOOD(nn.Module):
+class TOOD(DenseDetector):
     """One-stage TOOD detector.
 
     Args:
@@ -66,7 +67,6 @@ class TOOD(nn.Module):
         input_format: str = "RGB",
         size_divisibility: int = 32,
     ):
-        super().__init__()
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"TOOD: input_format={input_format!r}; expected 'RGB' or 'BGR'")
         missing = [f for f in head.in_features if f not in backbone.output_shape()]
@@ -74,31 +74,18 @@ class TOOD(nn.Module):
             raise ValueError(
                 f"TOOD: head.in_features {missing} are not backbone outputs {list(backbone.output_shape())}"
             )
-        self.backbone = backbone
-        self.head = head
+        super().__init__(backbone, head, head.in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.input_format = input_format
         self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         return normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility
         )
 
-    def forward(self, batched_inputs: List[Dict]):
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        if self.training:
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            losses, _ = self.head(images, features, gt_instances)
-            return losses
-        results = self.head(images, features)
-        return [
-            {"instances": detector_postprocess(r, x.get("height", r.image_size[0]), x.get("width", r.image_size[1]))}
-            for r, x in zip(results, batched_inputs)
-        ]
+    def forward_training(self, images: ImageList, features: List[Tensor], predictions, gt_instances):
+        losses, _ = self.head.losses(self.head.anchors(features), gt_instances, predictions)
+        return losses
+
+    def forward_inference(self, images: ImageList, features: List[Tensor], predictions):
+        return self.head.inference(images.image_sizes, self.head.anchors(features), predictions)

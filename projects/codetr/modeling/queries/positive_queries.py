@@ -1,6 +1,6 @@
 """Co-DETR's customized positive queries: an auxiliary head's assignment as fixed-target queries.
 
-Each auxiliary head (Faster R-CNN, ATSS) hands over an ``AssignedSamples`` (positives with their
+Each auxiliary head (Faster R-CNN, ATSS, T-Head) hands over an ``AssignedSamples`` (positives with their
 assigned ground truth, and negatives). Per head, Co-DETR turns them into one group of decoder
 queries whose targets are known, a ``FixedTargetQueries`` that goes through the shared decoder
 (``QueryDetector.decode_fixed(enc, fixed)``) and the criterion's fixed-target loss, exactly as
@@ -38,8 +38,7 @@ Official reference: ``get_aux_targets`` / ``forward_aux`` of Co-DETR's ``CoDefor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -49,16 +48,7 @@ from codetr.layers.position_encoding import get_sine_pos_embed
 from codetr.modeling.heads.base import AssignedSamples
 from codetr.modeling.queries.denoising import FixedTargetQueries
 
-__all__ = ["AuxSamples", "select_positive_queries", "PositiveQueries"]
-
-
-@dataclass
-class AuxSamples(AssignedSamples):
-    """``AssignedSamples`` plus optional per-sample features (Co-Deformable-DETR adds them to
-    its positive queries): ``pos_feats`` (P_i, C) and ``neg_feats`` (R_i, C) per image."""
-
-    pos_feats: Optional[List[Tensor]] = None
-    neg_feats: Optional[List[Tensor]] = None
+__all__ = ["select_positive_queries", "PositiveQueries"]
 
 
 def select_positive_queries(
@@ -93,8 +83,7 @@ def select_positive_queries(
     boxes = torch.zeros(batch, n, 4, device=device)
     valid = torch.zeros(batch, n, dtype=torch.bool, device=device)
     positive = torch.zeros_like(valid)
-    pos_feats = getattr(samples, "pos_feats", None)
-    neg_feats = getattr(samples, "neg_feats", None)
+    pos_feats, neg_feats = samples.pos_feats, samples.neg_feats
     feats = None
     if pos_feats is not None:
         feats = pos_feats[0].new_zeros(batch, n, pos_feats[0].shape[-1])

@@ -23,10 +23,12 @@ def make_head(scale=12.0, **kw):
     return head
 
 
-def make_batch():
+def make_batch(names=NAMES, strides=STRIDES):
+    """Two images (64 x 96 and 48 x 64 in a 64 x 96 batch), a random C-channel pyramid on the
+    levels ``names`` / ``strides``, three ground truths."""
     torch.manual_seed(1)
     images = ImageList(torch.zeros(2, 3, 64, 96), [(64, 96), (48, 64)])
-    feats = {n: torch.randn(2, C, math.ceil(64 / s), math.ceil(96 / s)) for n, s in zip(NAMES, STRIDES)}
+    feats = {n: torch.randn(2, C, math.ceil(64 / s), math.ceil(96 / s)) for n, s in zip(names, strides)}
     gts = []
     cases = (((64, 96), [[10, 8, 50, 40], [60, 20, 90, 60]], [0, 2]), ((48, 64), [[5, 5, 30, 40]], [1]))
     for size, boxes, labels in cases:

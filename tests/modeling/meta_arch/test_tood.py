@@ -7,6 +7,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 
@@ -53,6 +54,7 @@ def batch():
 
 def test_registered():
     assert META_ARCH_REGISTRY.get("TOOD") is TOOD
+    assert issubclass(TOOD, DenseDetector)  # Detectron2's one-stage flow, not a copy of it
 
 
 def test_p6p7_on_output_without_relu():

@@ -187,7 +187,7 @@ def test_head_losses_match_the_formulas(initial):
     gts = [_instances(64, 64, [[5, 6, 40, 30], [20, 18, 60, 62]], [0, 2]), _instances(60, 50, [[10, 10, 40, 45]], [1])]
     images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (60, 50)])
     iteration = 5 if initial else 10
-    losses, samples = head.losses_and_samples(images, anchors, gts, logits, boxes, iteration=iteration)
+    losses, samples = head.losses_and_samples(images, feats, anchors, gts, (logits, boxes), iteration=iteration)
     assert set(losses) == {"loss_cls", "loss_bbox"}
 
     a = torch.cat(anchors)
@@ -247,6 +247,31 @@ def test_head_losses_match_the_formulas(initial):
         ctr = (a[:, :2] + a[:, 2:]) / 2
         neg = ~pos & (ctr[:, 0] < w) & (ctr[:, 1] < h)
         torch.testing.assert_close(samples.neg_boxes[b], a[neg])
+
+
+def test_samples_carry_the_pyramid_feature_at_their_anchor():
+    """``return_features``: each sample carries the feature at its anchor's location (the input
+    map of its level at row-major (y, x) = anchor centre / stride), as Co-Deformable-DETR needs."""
+    torch.manual_seed(0)
+    head = tiny_head(return_features=True).train()
+    feats = {"p3": torch.randn(2, 16, 8, 8), "p4": torch.randn(2, 16, 4, 4)}
+    gts = [_instances(64, 64, [[5, 6, 40, 30], [20, 18, 60, 62]], [0, 2]), _instances(60, 50, [[10, 10, 40, 45]], [1])]
+    images = ImageList(torch.zeros(2, 3, 64, 64), [(64, 64), (60, 50)])
+    _, samples = head(images, feats, gts)
+    _, plain = tiny_head().train()(images, feats, gts)
+    assert plain.pos_feats is None and plain.neg_feats is None
+
+    def feature_at(b, box):
+        cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+        stride = (box[2] - box[0]).item() / 8  # anchor side = 8 * stride
+        level = "p3" if stride == 8 else "p4"
+        return feats[level][b, :, int(cy // stride), int(cx // stride)]
+
+    for b in range(2):
+        assert len(samples.pos_boxes[b]) > 0 and len(samples.pos_feats[b]) == len(samples.pos_boxes[b])
+        for boxes, got in ((samples.pos_boxes[b], samples.pos_feats[b]), (samples.neg_boxes[b], samples.neg_feats[b])):
+            assert got.shape == (len(boxes), 16)
+            torch.testing.assert_close(got, torch.stack([feature_at(b, box) for box in boxes]))
 
 
 def test_head_losses_without_objects_are_finite_and_keep_the_graph():

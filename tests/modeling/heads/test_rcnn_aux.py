@@ -3,9 +3,11 @@ samples it returns are the RoI head's sampled proposals, loss scaling."""
 import math
 
 import torch
-from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
+from detectron2.structures import Boxes, pairwise_iou
 
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
+
+from test_atss_head import make_batch as atss_batch  # noqa: E402  (tests/modeling/heads is on sys.path)
 
 K, C = 3, 16
 NAMES, STRIDES = ["p2", "p3", "p4", "p5", "p6", "p7"], [4, 8, 16, 32, 64, 128]
@@ -19,15 +21,7 @@ def make_head(**kw):
 
 
 def make_batch():
-    torch.manual_seed(1)
-    images = ImageList(torch.zeros(2, 3, 64, 96), [(64, 96), (48, 64)])
-    feats = {n: torch.randn(2, C, math.ceil(64 / s), math.ceil(96 / s)) for n, s in zip(NAMES, STRIDES)}
-    gts = []
-    cases = (((64, 96), [[10, 8, 50, 40], [60, 20, 90, 60]], [0, 2]), ((48, 64), [[5, 5, 30, 40]], [1]))
-    for size, boxes, labels in cases:
-        gts.append(Instances(size, gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
-                             gt_classes=torch.tensor(labels)))
-    return images, feats, gts
+    return atss_batch(NAMES, STRIDES)
 
 
 def test_official_settings():

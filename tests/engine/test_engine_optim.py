@@ -98,3 +98,23 @@ def test_first_matching_lr_factor_wins():
     assert got["backbone.0.weight"][0] == pytest.approx(0.1)
     assert got["transformer.proj.bias"][0] == 2.0
     assert got["class_embed.weight"][0] == 1.0
+
+
+def test_weight_decay_factors_multiply_after_the_norm_and_embed_rules():
+    """DEQDet's official recipe: everything decayed (no norm / embed exception), the decoder's
+    (here: transformer's) LR x 4 and weight decay x 10, by hand."""
+    model = ToyDetector()
+    params = get_optimizer_params(model, base_lr=LR, weight_decay=0.01, weight_decay_norm=None,
+                                  weight_decay_embed=None, lr_factors={"transformer": 4.0},
+                                  weight_decay_factors={"transformer": 10.0})
+    got = hyperparams_by_name(model, torch.optim.AdamW(params, lr=LR))
+    for name, (lr, wd) in got.items():
+        inside = name.startswith("transformer.")
+        assert lr == pytest.approx(LR * 4 if inside else LR), name
+        assert wd == pytest.approx(0.1 if inside else 0.01), name
+    # with the norm rule kept, a decayed norm stays at 0 (0 x 10)
+    params = get_optimizer_params(model, base_lr=LR, weight_decay=0.01, weight_decay_factors={"transformer": 10.0})
+    got = hyperparams_by_name(model, torch.optim.AdamW(params, lr=LR))
+    assert got["transformer.norm.weight"][1] == 0.0 and got["transformer.proj.weight"][1] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="weight_decay_factors"):
+        get_optimizer_params(model, base_lr=LR, weight_decay_factors={"transformer": 10.0})

@@ -4,8 +4,8 @@ Comparable with ``configs/dino/dino_r18_shapes.py`` and ``configs/tood/tood_r18_
 same data, augmentation and image sizes (their ``dataloader``), the same length (2 epochs of 500
 iterations at batch 4) and a randomly initialised ResNet-18 with BatchNorm. The model is
 ``deqdet_r50_1x``'s made small: neck and queries 128 channels, layers with 4 heads, FFN 512,
-4 groups, P_in 16, P_out 32, 100 queries, 8 classes; the fixed-point loop at the paper's settings
-(20 refinement steps, supervision at 1, 3, 6, 9, 12, 20, 21 inference steps). The official
+4 groups, P_in 16, P_out 32, 100 queries, 8 classes; the fixed-point loop as the official code runs
+it (19 refinement steps, supervision at 1, 3, 6, 9, 12, 21 inference steps). The official
 optimiser recipe (AdamW, weight decay 0.01, decoder lr x 4 / decay x 10, clipping 1.0) at a base lr
 of 1e-4 (the COCO 2.5e-5 is for a pretrained backbone); the 1x schedule scaled to 2 epochs
 (LR x0.1 at 8/12 and 11/12, a 500-of-6000-iteration warm-up: 83 iterations). Untuned.

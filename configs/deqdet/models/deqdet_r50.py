@@ -3,9 +3,16 @@
 ResNet-50 C2..C5 (stem and res2 frozen, FrozenBN) -> ``ChannelMapperWithGN`` (3x3 conv + ReLU per
 level, one shared GroupNorm(32), 256 channels, strides 4..32; ``SharedNormChannelMapper``) -> no
 encoder -> 100 fixed whole-image queries -> AdaMixer layers g and f (256 channels, 8 heads, FFN
-2048, 4 groups, P_in 64, P_out 128) under the fixed-point loop: training g + 2 supervised f, 20
+2048, 4 groups, P_in 64, P_out 128) under the fixed-point loop: training g + 2 supervised f,
 no-gradient refinement steps with the refinement-aware perturbation (0.2 / 0.2, content 0.1,
-position 25 px), the 2-step gradient at steps 1, 3, 6, 9, 12, 20; inference g + 21 f steps.
+position 25 px) and the 2-step gradient at steps 1, 3, 6, 9, 12; inference g + 21 f steps.
+
+Refinement steps in training: the official code that produced the released weights runs 19 (its
+``DEQDetRoIHead.loss`` loops ``for i in range(1, refinement_steps)`` with the default
+``refinement_steps=20``; the config's ``supervision_position=[1, 3, 6, 9, 12, 20]`` never reaches
+20), so 8 supervised outputs, not the 9 the listed positions suggest. This config does what that
+code does; ``model.decoder.loop.refinement_steps=20
+model.decoder.loop.supervision_positions=[1,3,6,9,12,20]`` gives the paper's description.
 Losses focal 2, L1 5, GIoU 2, matching costs the same, L1 on normalised xyxy. Images padded to a
 multiple of 32. Inference: top 100 over queries x classes, no NMS.
 """
@@ -57,15 +64,15 @@ model = L(DEQDet)(
         ),
         num_classes="${..num_classes}",
         loop=L(FixedPointRefinement)(
-            refinement_steps=20,
-            supervision_positions=[1, 3, 6, 9, 12, 20],
+            refinement_steps=19,  # the official training loop (see above)
+            supervision_positions=[1, 3, 6, 9, 12],
             grad_steps=2,
             init_supervisions=2,
             perturb_content_prob=0.2,
             perturb_position_prob=0.2,
             content_intensity=0.1,
             position_intensity=25.0,
-            inference_steps=None,  # refinement_steps + 1
+            inference_steps=21,  # official predict: 20 + 1
         ),
         num_cls_fcs=1,
         num_reg_fcs=1,

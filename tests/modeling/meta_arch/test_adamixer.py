@@ -171,3 +171,12 @@ def test_wrong_loops_and_strides_are_refused():
                  criterion=model.criterion, num_classes=5)
     with pytest.raises(ValueError, match="no fixed-target"):
         model.matching_queries(None, fixed=object())
+
+
+def test_images_without_boxes_train():
+    model = tiny(DEQDet, loop=FixedPointRefinement(refinement_steps=3, supervision_positions=(1, 3))).train()
+    for batch in ([BATCH[0], make_input(64, 96, seed=7)], [make_input(64, 64, seed=8), make_input(64, 96, seed=9)]):
+        losses = model(batch)
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+    assert losses["loss_bbox"] == 0 and losses["loss_class"] > 0

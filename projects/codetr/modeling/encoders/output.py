@@ -50,7 +50,8 @@ class EncoderOutput:
         memory: (N, S, C) encoded positions of all levels, S = sum_l H_l * W_l.
         memory_mask: (N, S) bool, True at padding.
         memory_pos: (N, S, C) the positional embedding of the memory positions (with the level
-            embedding, if the encoder has one): what a standard cross-attention adds to its keys.
+            embedding, if the encoder has one): what a standard cross-attention adds to its keys;
+            None for a detector without positional embedding (AdaMixer).
         spatial_shapes: (L, 2) int64 (H_l, W_l).
         level_start_index: (L,) int64 offset of each level in S.
         valid_ratios: (N, L, 2) (w, h) fraction of each level covered by the image.
@@ -65,7 +66,7 @@ class EncoderOutput:
 
     memory: Tensor
     memory_mask: Tensor
-    memory_pos: Tensor
+    memory_pos: Optional[Tensor]
     spatial_shapes: Tensor
     level_start_index: Tensor
     valid_ratios: Tensor

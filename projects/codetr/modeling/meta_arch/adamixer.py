@@ -104,6 +104,8 @@ class AdaMixer(QueryDetector):
         """The initial queries: content (N, Q, C) and xyzr (N, Q, 4) pixels of each image."""
         if fixed is not None:
             raise ValueError(f"{type(self).__name__}: no fixed-target (denoising / positive) queries are supported")
+        if enc.image_wh is None:
+            raise ValueError(f"{type(self).__name__}: the encoder output has no image_wh (build it with encode())")
         content, xyzr = self.queries(enc.image_wh)
         return QueryGroup(content, xyzr), {}
 

@@ -75,7 +75,8 @@ def test_release_converts_into_its_config_and_loads_strictly(source, deqdet, que
 def test_sources_are_listed(capsys):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", os.path.join(REPO, "tools/convert_checkpoint.py"))
+    path = os.path.join(REPO, "tools/convert_checkpoint.py")
+    spec = importlib.util.spec_from_file_location("convert_checkpoint", path)
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     assert cli.main(["--list-sources"]) == 0

@@ -154,7 +154,9 @@ def _backbone_overrides(converted: Mapping[str, Tensor]) -> List[str]:
     """R101 (23 res4 blocks) needs ``depth=101``; R50 (6) nothing."""
     blocks = len({k.split(".")[2] for k in converted if k.startswith("backbone.res4.")})
     if blocks not in _DEPTH_BY_RES4_BLOCKS:
-        raise ValueError(f"AdaMixer/DEQDet checkpoint: a ResNet with {blocks} res4 blocks; expected 6 (R50) or 23 (R101)")
+        raise ValueError(
+            f"AdaMixer/DEQDet checkpoint: a ResNet with {blocks} res4 blocks; expected 6 (R50) or 23 (R101)"
+        )
     depth = _DEPTH_BY_RES4_BLOCKS[blocks]
     return [] if depth == 50 else [f"model.backbone.stages.depth={depth}"]
 

@@ -34,7 +34,8 @@ def test_padding_does_not_change_the_image_region(kernel_size):
     neck = SharedNormChannelMapper(SHAPES, ["res2", "res3"], out_channels=8, kernel_size=kernel_size,
                                    num_groups=4).double()
     alone = {"res2": torch.randn(1, 3, 4, 4, dtype=torch.float64), "res3": torch.randn(1, 5, 2, 2, dtype=torch.float64)}
-    padded = {"res2": torch.randn(1, 3, 8, 6, dtype=torch.float64), "res3": torch.randn(1, 5, 4, 3, dtype=torch.float64)}
+    padded = {"res2": torch.randn(1, 3, 8, 6, dtype=torch.float64),
+              "res3": torch.randn(1, 5, 4, 3, dtype=torch.float64)}
     padded["res2"][..., :4, :4] = alone["res2"]
     padded["res3"][..., :2, :2] = alone["res3"]
     mask = torch.ones(1, 32, 24, dtype=torch.bool)

@@ -435,3 +435,18 @@ def test_parse_args_accepts_flags_after_the_overrides(capsys):
         with pytest.raises(SystemExit):
             parse_args(parser, ["--config-file", "c.py", "a.b=1", *bad])
         assert message in capsys.readouterr().err
+
+
+def test_deqdet_trains_and_evaluates(tiny_coco, tmp_path):
+    """DEQDet-R18 (configs/deqdet/deqdet_r18_shapes.py on the tiny data): 2 iterations, every
+    supervised output a logged loss (init, init^1, init^2, iter1, iter3 -> suffixes _0 .. _3 and
+    none), then the final evaluation with g + 4 refinement steps."""
+    out = str(tmp_path / "deqdet")
+    log = run_train_net(TrainNetCase("tests/engine/configs/deqdet_r18_tiny.py"), tiny_coco, out,
+                        "train.max_iter=2", "train.eval_period=0", "train.checkpointer.period=100")
+    metrics = read_metrics(out)
+    assert training_iterations(metrics) == [0, 1]
+    losses = {k for m in metrics for k in m if k.startswith("loss_")}
+    assert losses == {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in ("", "_0", "_1", "_2", "_3")}
+    assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
+    assert "Evaluation results for bbox" in log

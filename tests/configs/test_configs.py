@@ -32,6 +32,10 @@ SHRINK = {
     "model.detector.transformer.decoder.ffn_dim": 64,
     "model.detector.denoising.num_dn_queries": 4,
     "model.detector.size_divisibility": 0,
+    # AdaMixer / DEQDet / RNNDet: smaller decoder layers (the loop and the layer count are kept)
+    "model.decoder.layers.ffn_dim": 64,
+    "model.decoder.layers.in_points": 4,
+    "model.decoder.layers.out_points": 8,
     # dense-head detectors (TOOD): an untrained head scores ~0.01 (its prior), below the 0.05
     # test threshold
     "model.head.test_score_thresh": 0.0,

@@ -98,3 +98,46 @@ def test_first_matching_lr_factor_wins():
     assert got["backbone.0.weight"][0] == pytest.approx(0.1)
     assert got["transformer.proj.bias"][0] == 2.0
     assert got["class_embed.weight"][0] == 1.0
+
+
+def test_weight_decay_factors_multiply_after_the_norm_and_embed_rules():
+    """DEQDet's official recipe: everything decayed (no norm / embed exception), the decoder's
+    (here: transformer's) LR x 4 and weight decay x 10, by hand."""
+    model = ToyDetector()
+    params = get_optimizer_params(model, base_lr=LR, weight_decay=0.01, weight_decay_norm=None,
+                                  weight_decay_embed=None, lr_factors={"transformer": 4.0},
+                                  weight_decay_factors={"transformer": 10.0})
+    got = hyperparams_by_name(model, torch.optim.AdamW(params, lr=LR))
+    for name, (lr, wd) in got.items():
+        inside = name.startswith("transformer.")
+        assert lr == pytest.approx(LR * 4 if inside else LR), name
+        assert wd == pytest.approx(0.1 if inside else 0.01), name
+    # with the norm rule kept, a decayed norm stays at 0 (0 x 10)
+    params = get_optimizer_params(model, base_lr=LR, weight_decay=0.01, weight_decay_factors={"transformer": 10.0})
+    got = hyperparams_by_name(model, torch.optim.AdamW(params, lr=LR))
+    assert got["transformer.norm.weight"][1] == 0.0 and got["transformer.proj.weight"][1] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="weight_decay_factors"):
+        get_optimizer_params(model, base_lr=LR, weight_decay_factors={"transformer": 10.0})
+
+
+@pytest.mark.parametrize("path,lr,wd,decoder_lr,decoder_wd", [
+    ("configs/deqdet/deqdet_r50_1x.py", 2.5e-5, 0.01, 1e-4, 0.1),  # official paramwise bbox_head x4 / x10
+    ("configs/adamixer/adamixer_r50_1x.py", 2.5e-5, 1e-4, 2.5e-5, 1e-4),
+])
+def test_adamixer_family_optimizer_configs(path, lr, wd, decoder_lr, decoder_wd):
+    """Every parameter (norms, the query content included) at the base lr / decay, the decoder's
+    at its multiples; the model is the config's own with a small decoder."""
+    cfg = LazyConfig.load(os.path.join(ROOT, path))
+    cfg.model.backbone.stages.depth = 18
+    cfg.model.backbone.stages.pop("stride_in_1x1")
+    for name, channels in zip(("res2", "res3", "res4", "res5"), (64, 128, 256, 512)):
+        cfg.model.neck.input_shapes[name].channels = channels
+    cfg.model.decoder.layers.update(embed_dim=32, num_heads=2, ffn_dim=32, in_points=4, out_points=4)
+    cfg.model.neck.out_channels = cfg.model.queries.embed_dim = 32
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    got = hyperparams_by_name(model, instantiate(cfg.optimizer))
+    assert "queries.content" in got and "decoder.layers.0.norm1.weight" in got and "neck.norm.weight" in got
+    for name, hp in got.items():
+        expected = (decoder_lr, decoder_wd) if name.startswith("decoder.") else (lr, wd)
+        assert hp == pytest.approx(expected), name

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from codetr.modeling.criterion import DETRCriterion
+from codetr.modeling.losses import reduce_num_boxes
+from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.queries.denoising import FixedTargetQueries
 
 C = 3  # classes
@@ -37,7 +39,7 @@ def iou_giou(a, b):
     return inter / union, inter / union - (enclosing - union) / enclosing
 
 
-def expected_losses(logits, boxes, assignment, normalizer, class_loss="focal"):
+def expected_losses(logits, boxes, assignment, normalizer, class_loss="focal", l1_corners=False):
     """assignment: {(b, q): (label, box)} for positives, {(b, q): None} for negatives; other
     slots are ignored (padding). Returns the weighted losses (class 1, bbox 5, giou 2)."""
     cls = l1 = giou_l = 0.0
@@ -51,7 +53,8 @@ def expected_losses(logits, boxes, assignment, normalizer, class_loss="focal"):
                 score = iou_giou(boxes[b][q], target[1])[0] if positive else 0.0
                 cls += qfl(x[c], score)
         if target is not None:
-            l1 += sum(abs(p - t) for p, t in zip(boxes[b][q], target[1]))
+            pred_l1, tgt_l1 = (corners(boxes[b][q]), corners(target[1])) if l1_corners else (boxes[b][q], target[1])
+            l1 += sum(abs(p - t) for p, t in zip(pred_l1, tgt_l1))
             giou_l += 1 - iou_giou(boxes[b][q], target[1])[1]
     return {"loss_class": cls / normalizer, "loss_bbox": 5 * l1 / normalizer, "loss_giou": 2 * giou_l / normalizer}
 
@@ -119,6 +122,18 @@ def test_matched_losses_equal_independent_computation(class_loss):
     losses = DETRCriterion(C, class_loss=class_loss)(layer(), GT)
     assert set(losses) == {"loss_class", "loss_bbox", "loss_giou"}
     assert_losses(losses, expected_losses(LOGITS, BOXES, MATCHING, normalizer=3, class_loss=class_loss))
+
+
+def test_l1_loss_on_corners():
+    """l1_box_format="xyxy" (AdaMixer / DEQDet): the L1 loss between normalised corners (the
+    matching of this case is the same with either L1 cost)."""
+    matcher = HungarianMatcher(l1_box_format="xyxy")
+    losses = DETRCriterion(C, matcher=matcher, l1_box_format="xyxy")(layer(), GT)
+    expected = expected_losses(LOGITS, BOXES, MATCHING, normalizer=3, l1_corners=True)
+    assert_losses(losses, expected)
+    assert expected["loss_bbox"] != pytest.approx(expected_losses(LOGITS, BOXES, MATCHING, 3)["loss_bbox"], rel=1e-3)
+    with pytest.raises(ValueError, match="l1_box_format='cxcy'"):
+        DETRCriterion(C, l1_box_format="cxcy")
 
 
 def test_aux_and_encoder_layers_are_matched_separately():

@@ -110,3 +110,20 @@ def test_low_precision_inputs_cost_in_fp32():
 def test_all_zero_costs_rejected():
     with pytest.raises(ValueError, match="all costs are 0"):
         HungarianMatcher(cost_class=0, cost_bbox=0, cost_giou=0)
+
+
+def test_l1_cost_on_corners():
+    """l1_box_format="xyxy" (AdaMixer / DEQDet): the L1 between corners, by hand. A pure shift of
+    0.1 in x costs 0.1 in cxcywh and 0.2 in corners (both x1 and x2 move); a width change of 0.2
+    costs 0.2 in cxcywh and 0.2 in corners (x1, x2 move by 0.1 each)."""
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    tgt = torch.tensor([[0.6, 0.5, 0.2, 0.2], [0.5, 0.5, 0.4, 0.2]])
+    labels = torch.tensor([0, 0])
+    logits = torch.zeros(1, 2)
+    only_l1 = dict(cost_class=0.0, cost_giou=0.0, cost_bbox=1.0)
+    cxcywh = HungarianMatcher(**only_l1).cost_matrix(logits, boxes, labels, tgt)
+    xyxy = HungarianMatcher(**only_l1, l1_box_format="xyxy").cost_matrix(logits, boxes, labels, tgt)
+    torch.testing.assert_close(cxcywh, torch.tensor([[0.1, 0.2]]))
+    torch.testing.assert_close(xyxy, torch.tensor([[0.2, 0.2]]))
+    with pytest.raises(ValueError, match="l1_box_format='xywh'"):
+        HungarianMatcher(l1_box_format="xywh")

@@ -1,4 +1,9 @@
-"""Key maps of the AdaMixer decoder layers of the official releases, into
+"""Sources ``deqdet-official`` (MCG-NJU/DEQDet, mmdet 3) and ``adamixer-official`` (MCG-NJU/AdaMixer,
+mmdet 2): R50 / R101 checkpoints into ``configs/deqdet/deqdet_r50_{1x,2x}.py`` (picked by the number
+of queries: 100 / 300) and ``configs/adamixer/adamixer_r50_1x.py`` (300-query releases with
+``model.num_queries=300``; R101 with ``model.backbone.stages.depth=101``; both printed by the tool).
+
+Key maps of the AdaMixer decoder layers of the official releases, into
 ``codetr.modeling.decoders.refinement.AdaMixerRefiner`` (``layers.i``, ``class_heads.i``,
 ``box_heads.i``).
 
@@ -45,14 +50,25 @@ COCO order (mmdet's = Detectron2's).
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, Tuple
+from typing import Callable, Dict, List, Mapping, Tuple
 
 from torch import Tensor
 
-from .core import DroppedKey, KeyMapper, iter_layer_indices
+from .core import DroppedKey, KeyMapper, iter_layer_indices, register_source
 from .resnet import map_resnet
 
-__all__ = ["convert_deqdet_state_dict", "map_adamixer_layers", "map_adamixer_neck", "map_fixed_box_queries"]
+__all__ = [
+    "convert_adamixer_official",
+    "convert_deqdet_official",
+    "convert_deqdet_state_dict",
+    "map_adamixer_layers",
+    "map_adamixer_neck",
+    "map_fixed_box_queries",
+]
+
+DEQDET_1X = "configs/deqdet/deqdet_r50_1x.py"
+DEQDET_2X = "configs/deqdet/deqdet_r50_2x.py"
+ADAMIXER_1X = "configs/adamixer/adamixer_r50_1x.py"
 
 WB = r"(weight|bias)"
 
@@ -125,3 +141,63 @@ def convert_deqdet_state_dict(
     map_fixed_box_queries(m, "rpn_head.", queries)
     map_adamixer_layers(m, "roi_head.bbox_head.", decoder)
     return m.finish()
+
+
+def _num_queries(converted: Mapping[str, Tensor]) -> int:
+    return int(converted["queries.boxes"].shape[0])
+
+
+_DEPTH_BY_RES4_BLOCKS = {6: 50, 23: 101}
+
+
+def _backbone_overrides(converted: Mapping[str, Tensor]) -> List[str]:
+    """R101 (23 res4 blocks) needs ``depth=101``; R50 (6) nothing."""
+    blocks = len({k.split(".")[2] for k in converted if k.startswith("backbone.res4.")})
+    if blocks not in _DEPTH_BY_RES4_BLOCKS:
+        raise ValueError(
+            f"AdaMixer/DEQDet checkpoint: a ResNet with {blocks} res4 blocks; expected 6 (R50) or 23 (R101)"
+        )
+    depth = _DEPTH_BY_RES4_BLOCKS[blocks]
+    return [] if depth == 50 else [f"model.backbone.stages.depth={depth}"]
+
+
+def _deqdet_config(converted: Mapping[str, Tensor]) -> str:
+    return DEQDET_2X if _num_queries(converted) == 300 else DEQDET_1X
+
+
+def _overrides(config_queries: Callable[[Mapping[str, Tensor]], int]) -> Callable[[Mapping[str, Tensor]], List[str]]:
+    """The overrides a converted checkpoint needs on its config: depth, and the number of queries
+    when it differs from the config's ``config_queries(converted)``."""
+    def overrides_for(converted: Mapping[str, Tensor]) -> List[str]:
+        n = _num_queries(converted)
+        extra = [] if n == config_queries(converted) else [f"model.num_queries={n}"]
+        return _backbone_overrides(converted) + extra
+
+    return overrides_for
+
+
+@register_source(
+    "deqdet-official",
+    "MCG-NJU/DEQDet releases (mmdet 3; R50/R101 1x 100 queries, 2x 300 queries)",
+    configs=(DEQDET_1X, DEQDET_2X),
+    select_config=_deqdet_config,
+    overrides_for=_overrides(lambda sd: 300 if _deqdet_config(sd) == DEQDET_2X else 100),
+)
+def convert_deqdet_official(
+    state_dict: Mapping[str, Tensor], drop_training_weights: bool = False
+) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
+    """Every weight is used at inference (g and f): ``drop_training_weights`` drops nothing."""
+    return convert_deqdet_state_dict(state_dict, source="deqdet-official")
+
+
+@register_source(
+    "adamixer-official",
+    "MCG-NJU/AdaMixer releases (mmdet 2; 6 stages, 100 or 300 queries)",
+    configs=(ADAMIXER_1X,),
+    select_config=lambda sd: ADAMIXER_1X,
+    overrides_for=_overrides(lambda sd: 100),
+)
+def convert_adamixer_official(
+    state_dict: Mapping[str, Tensor], drop_training_weights: bool = False
+) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
+    return convert_deqdet_state_dict(state_dict, source="adamixer-official")

@@ -48,6 +48,7 @@ def get_optimizer_params(
     weight_decay_embed: Optional[float] = 0.0,
     embed_names: Iterable[str] = DEFAULT_EMBED_NAMES,
     lr_factors: Optional[Dict[str, float]] = None,
+    weight_decay_factors: Optional[Dict[str, float]] = None,
 ) -> List[Dict[str, Any]]:
     """Parameter groups for ``torch.optim`` optimizers.
 
@@ -57,10 +58,19 @@ def get_optimizer_params(
     ``None``), except ``weight_decay_norm`` for parameters of normalisation layers and
     ``weight_decay_embed`` for embeddings: weights of ``nn.Embedding`` modules and parameters
     whose dotted name contains a component listed in ``embed_names``. ``None`` for either means
-    "no special treatment". Frozen parameters (``requires_grad=False``) are skipped; shared
-    parameters appear once. Groups with equal hyper-parameters are merged.
+    "no special treatment". ``weight_decay_factors`` then multiplies the weight decay of the
+    parameters whose full name contains one of its keys (the first that matches), e.g. DEQDet's
+    ``{"decoder": 10}`` (mmengine's ``custom_keys`` ``decay_mult``); it needs ``weight_decay``.
+    Frozen parameters (``requires_grad=False``) are skipped; shared parameters appear once.
+    Groups with equal hyper-parameters are merged.
     """
     lr_factors = dict(lr_factors or {})
+    weight_decay_factors = dict(weight_decay_factors or {})
+    if weight_decay_factors and weight_decay is None:
+        raise ValueError(
+            f"get_optimizer_params: weight_decay_factors={weight_decay_factors} need an explicit weight_decay "
+            "(the value they multiply), got None"
+        )
     embed_names = set(embed_names)
     defaults: Dict[str, float] = {"lr": base_lr}
     if weight_decay is not None:
@@ -83,6 +93,9 @@ def get_optimizer_params(
                 hyper["weight_decay"] = weight_decay_embed
             factor = next((f for key, f in lr_factors.items() if key in full_name), 1.0)
             hyper["lr"] = base_lr * factor
+            wd_factor = next((f for key, f in weight_decay_factors.items() if key in full_name), None)
+            if wd_factor is not None:  # weight_decay is given, so hyper has a weight_decay
+                hyper["weight_decay"] = hyper["weight_decay"] * wd_factor
             groups.append({"params": [param], **hyper})
     if not groups:
         raise ValueError("get_optimizer_params: the model has no trainable parameters")

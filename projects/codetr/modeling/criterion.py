@@ -37,7 +37,7 @@ from codetr.modeling.losses import (
     reduce_num_boxes,
     sigmoid_focal_loss,
 )
-from codetr.modeling.matcher import HungarianMatcher
+from codetr.modeling.matcher import HungarianMatcher, check_l1_box_format, l1_boxes
 from codetr.modeling.queries.denoising import FixedTargetQueries
 
 __all__ = ["DETRCriterion"]
@@ -62,6 +62,9 @@ class DETRCriterion(nn.Module):
             every ground-truth label set to 0 (foreground = class 0), as Deformable-DETR's
             two-stage loss (mmdet ``DeformableDETRHead.loss``, Co-Deformable-DETR); False (DINO,
             Co-DINO): with the true labels.
+        l1_box_format: the coordinates of the L1 loss between normalised boxes: "cxcywh" (DETR,
+            DINO) or "xyxy" (AdaMixer / DEQDet: mmdet's L1 on ``bbox / img_whwh`` corners). The
+            matcher has its own option.
     """
 
     def __init__(
@@ -77,8 +80,11 @@ class DETRCriterion(nn.Module):
         qfl_beta: float = 2.0,
         with_dn: bool = False,
         binary_enc_loss: bool = False,
+        l1_box_format: str = "cxcywh",
     ):
         super().__init__()
+        check_l1_box_format("DETRCriterion", l1_box_format)
+        self.l1_box_format = l1_box_format
         if class_loss not in ("focal", "qfl"):
             raise ValueError(f"DETRCriterion: class_loss={class_loss!r}; expected 'focal' or 'qfl'")
         self.num_classes = num_classes
@@ -189,7 +195,10 @@ class DETRCriterion(nn.Module):
             pos_pred, pos_target = pred_boxes[positive], boxes[positive].float()
             losses = {
                 "loss_class": normalized_sum(loss_class, normalizer),
-                "loss_bbox": normalized_sum(l1_loss(pos_pred, pos_target), normalizer),
+                "loss_bbox": normalized_sum(
+                    l1_loss(l1_boxes(pos_pred, self.l1_box_format), l1_boxes(pos_target, self.l1_box_format)),
+                    normalizer,
+                ),
                 "loss_giou": normalized_sum(
                     giou_loss(box_cxcywh_to_xyxy(pos_pred), box_cxcywh_to_xyxy(pos_target)), normalizer
                 ),

@@ -12,7 +12,20 @@ from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
-__all__ = ["HungarianMatcher", "focal_class_cost"]
+__all__ = ["HungarianMatcher", "L1_BOX_FORMATS", "focal_class_cost", "l1_boxes"]
+
+L1_BOX_FORMATS = ("cxcywh", "xyxy")
+
+
+def check_l1_box_format(owner: str, box_format: str) -> None:
+    if box_format not in L1_BOX_FORMATS:
+        raise ValueError(f"{owner}: l1_box_format={box_format!r}; expected one of {L1_BOX_FORMATS}")
+
+
+def l1_boxes(boxes: Tensor, box_format: str) -> Tensor:
+    """(..., 4) normalised cxcywh -> the coordinates an L1 cost / loss compares: the same
+    ("cxcywh") or the corners ("xyxy")."""
+    return boxes if box_format == "cxcywh" else box_cxcywh_to_xyxy(boxes)
 
 
 def focal_class_cost(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -37,9 +50,11 @@ def focal_class_cost(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma:
 class HungarianMatcher(nn.Module):
     """Optimal one-to-one assignment of queries to targets, per image.
 
-    The cost is ``cost_class * focal_class_cost + cost_bbox * L1(cxcywh) + cost_giou * (-GIoU)``;
-    the assignment is exact (scipy's ``linear_sum_assignment``). Costs are computed in fp32 with
-    autocast disabled. Every target is matched when Q >= G (always so for DETR models).
+    The cost is ``cost_class * focal_class_cost + cost_bbox * L1 + cost_giou * (-GIoU)``, the L1
+    between the normalised boxes as ``l1_box_format``: "cxcywh" (DETR, DINO) or "xyxy" (the
+    corners: AdaMixer / DEQDet, mmdet's ``BBoxL1Cost(box_format="xyxy")``); the assignment is
+    exact (scipy's ``linear_sum_assignment``). Costs are computed in fp32 with autocast disabled.
+    Every target is matched when Q >= G (always so for DETR models).
     """
 
     def __init__(
@@ -49,10 +64,13 @@ class HungarianMatcher(nn.Module):
         cost_giou: float = 2.0,
         alpha: float = 0.25,
         gamma: float = 2.0,
+        l1_box_format: str = "cxcywh",
     ):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("HungarianMatcher: all costs are 0; expected at least one positive cost")
+        check_l1_box_format("HungarianMatcher", l1_box_format)
+        self.l1_box_format = l1_box_format
         self.cost_class = cost_class
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou
@@ -69,7 +87,8 @@ class HungarianMatcher(nn.Module):
             (Q, G) fp32 cost.
         """
         logits, boxes, tgt_boxes = logits.float(), boxes.float(), tgt_boxes.float()
-        cost = self.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)
+        cost = self.cost_bbox * torch.cdist(l1_boxes(boxes, self.l1_box_format),
+                                            l1_boxes(tgt_boxes, self.l1_box_format), p=1)
         cost = cost + self.cost_class * focal_class_cost(logits, tgt_labels, self.alpha, self.gamma)
         giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(tgt_boxes))
         return cost - self.cost_giou * giou

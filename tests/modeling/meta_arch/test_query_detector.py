@@ -99,3 +99,22 @@ def test_the_base_has_no_matching_queries_of_its_own():
     with pytest.raises(ValueError, match="nms"):
         LearnedQueries(backbone=model.backbone, position_embedding=model.position_embedding, neck=model.neck,
                        transformer=model.transformer, criterion=model.criterion, nms="greedy")
+
+
+@pytest.mark.parametrize("padding_is_image", [False, True])
+def test_encoder_output_carries_the_normalisation_sizes(padding_is_image):
+    """``enc.image_wh`` (what pixel-space decoders normalise by) is ``normalization_sizes`` as
+    (w, h), for both kinds of padding; with size_divisibility every image is padded."""
+    model = learned_queries_detector().eval()
+    model.size_divisibility = 32
+    inputs = [make_input(40, 64, seed=1), make_input(64, 72, seed=2), make_input(24, 16, seed=3)]
+    for x in inputs:
+        x["padding_is_image"] = padding_is_image
+    images = model.preprocess_image(inputs)
+    assert tuple(images.tensor.shape[-2:]) == (64, 96)
+    expected = [(64, 96)] * 3 if padding_is_image else [(40, 64), (64, 72), (24, 16)]
+    assert model.normalization_sizes(images, inputs) == expected
+    with torch.no_grad():
+        enc = model.encode(images)
+    assert enc.image_wh.dtype == torch.float32
+    assert enc.image_wh.tolist() == [[float(w), float(h)] for h, w in expected]

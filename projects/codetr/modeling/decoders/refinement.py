@@ -18,7 +18,15 @@ from .adamixer import AdaMixerDecoderLayer, AdaMixerHead
 from .fixed_point import QueryState
 from .xyzr import refine_xyzr, xyzr_to_cxcywh
 
-__all__ = ["AdaMixerRefiner", "SequentialRefinement"]
+__all__ = ["AdaMixerRefiner", "SequentialRefinement", "adamixer_layers"]
+
+
+def adamixer_layers(num_layers: int, **layer_kwargs) -> List[AdaMixerDecoderLayer]:
+    """``num_layers`` independent ``AdaMixerDecoderLayer(**layer_kwargs)`` (configs: DEQDet /
+    RNNDet 2 = [g, f], AdaMixer 6)."""
+    if num_layers < 1:
+        raise ValueError(f"adamixer_layers: num_layers must be >= 1, got {num_layers}")
+    return [AdaMixerDecoderLayer(**layer_kwargs) for _ in range(num_layers)]
 
 
 class SequentialRefinement(nn.Module):

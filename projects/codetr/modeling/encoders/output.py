@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -50,40 +50,50 @@ class EncoderOutput:
         memory: (N, S, C) encoded positions of all levels, S = sum_l H_l * W_l.
         memory_mask: (N, S) bool, True at padding.
         memory_pos: (N, S, C) the positional embedding of the memory positions (with the level
-            embedding, if the encoder has one): what a standard cross-attention adds to its keys.
+            embedding, if the encoder has one): what a standard cross-attention adds to its keys;
+            None for a detector without positional embedding (AdaMixer).
         spatial_shapes: (L, 2) int64 (H_l, W_l).
         level_start_index: (L,) int64 offset of each level in S.
         valid_ratios: (N, L, 2) (w, h) fraction of each level covered by the image.
         features: L encoder inputs (N, C, H_l, W_l) (the neck's maps).
         masks: L (N, H_l, W_l) bool padding masks, True at padding.
+        image_wh: (N, 2) float32 (w, h) in pixels of the network input: each image's
+            normalisation size, the size that normalised boxes are relative to (the unpadded
+            image, or the padded batch when the padding counts as image); set by
+            ``QueryDetector.encode`` (``normalization_wh``) for decoders that work in pixels
+            (AdaMixer's xyzr), None where no one set it.
     """
 
     memory: Tensor
     memory_mask: Tensor
-    memory_pos: Tensor
+    memory_pos: Optional[Tensor]
     spatial_shapes: Tensor
     level_start_index: Tensor
     valid_ratios: Tensor
     features: Tuple[Tensor, ...]
     masks: Tuple[Tensor, ...]
+    image_wh: Optional[Tensor] = None
 
     @classmethod
-    def from_levels(cls, features: Sequence[Tensor], masks: Sequence[Tensor], pos_embeds: Sequence[Tensor]):
+    def from_levels(cls, features: Sequence[Tensor], masks: Sequence[Tensor],
+                    pos_embeds: Optional[Sequence[Tensor]], image_wh: Optional[Tensor] = None):
         """The output of an identity encoder: L maps (N, C, H_l, W_l), their padding masks
         (N, H_l, W_l) and position embeddings (N, C, H_l, W_l) flattened into memory,
-        memory_mask and memory_pos (cast to the maps' dtype). An encoder runs on these and
+        memory_mask and memory_pos (cast to the maps' dtype; None without ``pos_embeds``: a
+        decoder that reads no memory positions, AdaMixer's). An encoder runs on these and
         replaces ``memory`` (``dataclasses.replace``); a detector without encoder (AdaMixer)
         uses them as they are."""
         memory, spatial_shapes, level_start_index, _ = flatten_levels(features)
         return cls(
             memory=memory,
             memory_mask=flatten_levels(masks)[0],
-            memory_pos=flatten_levels(pos_embeds)[0].to(memory.dtype),
+            memory_pos=None if pos_embeds is None else flatten_levels(pos_embeds)[0].to(memory.dtype),
             spatial_shapes=spatial_shapes,
             level_start_index=level_start_index,
             valid_ratios=get_valid_ratios(masks),
             features=tuple(features),
             masks=tuple(masks),
+            image_wh=image_wh,
         )
 
     @property

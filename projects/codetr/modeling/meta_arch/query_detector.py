@@ -12,6 +12,7 @@ optionally denoising knowledge. Compositions (Co-DETR) use the declared hooks: `
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -29,7 +30,7 @@ from codetr.modeling.queries.denoising import FixedTargetQueries
 
 from .preprocess import normalize_and_pad
 
-__all__ = ["QueryDetector", "layer_outputs"]
+__all__ = ["QueryDetector", "layer_outputs", "normalization_wh"]
 
 NMS_MODES = (None, "nms", "soft_nms")
 Size = Tuple[int, int]
@@ -176,11 +177,13 @@ class QueryDetector(nn.Module):
         return list(images.image_sizes)
 
     def encode(self, images: ImageList) -> EncoderOutput:
-        """Backbone, neck, level padding masks, position embeddings and the encoder."""
+        """Backbone, neck, level padding masks, position embeddings and the encoder; the output
+        carries each image's normalisation size (``image_wh``, see ``normalization_wh``)."""
         features = self.neck(self.backbone(images.tensor), images.mask)
         masks = [padding_mask_at_stride(images.mask, s, f.shape[-2:]) for s, f in zip(self.feature_strides, features)]
         pos = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
-        return self.transformer.encode(features, masks, pos)
+        enc = self.transformer.encode(features, masks, pos)
+        return dataclasses.replace(enc, image_wh=normalization_wh(images.mask))
 
     def pyramid(self, enc: EncoderOutput) -> List[Tensor]:
         """The encoder output as L maps (N, C, H_l, W_l) at ``feature_strides`` (Co-DETR's
@@ -288,6 +291,15 @@ class QueryDetector(nn.Module):
             {"instances": detector_postprocess(r, x.get("height", r.image_size[0]), x.get("width", r.image_size[1]))}
             for r, x in zip(results, batched_inputs)
         ]
+
+
+def normalization_wh(mask: Tensor) -> Tensor:
+    """(N, H, W) bool pixel padding mask of ``preprocess_image`` (True at padding) -> (N, 2)
+    float32 (w, h): the valid columns and rows of each image. That is the normalisation size of
+    ``QueryDetector.normalization_sizes``: the unpadded image (its valid region), or the padded
+    batch when the padding counts as image (the mask is then all False)."""
+    valid = ~mask
+    return torch.stack([valid.any(1).sum(1), valid.any(2).sum(1)], -1).float()
 
 
 def padding_is_image(batched_inputs: List[Dict]) -> bool:

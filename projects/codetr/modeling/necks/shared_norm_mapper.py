@@ -5,9 +5,11 @@ GroupNorm shared by all levels (its statistics are still per map; the affine is 
   bias, ReLU, shared GroupNorm(32).
 - AdaMixer (``ChannelMapping``): 1x1 conv with bias, no activation, shared GroupNorm(32).
 
-Padding-aware like ``ChannelMapper``: the GroupNorm statistics are taken over each image's valid
-positions only (``masked_group_norm``), so an image's features inside the image do not depend on
-how much it was padded in a batch.
+Padding-aware like ``ChannelMapper``: with a pixel mask, each level's padded inputs are zeroed
+before a k > 1 convolution (what the convolution sees beyond an unpadded image) and the GroupNorm
+statistics are taken over each image's valid positions only (``masked_group_norm``), the level
+masks being ``padding_mask_at_stride`` of the pixel mask; so an image's features inside the image
+do not depend on how much it was padded in a batch.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Dict, List, Optional
 from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 
-from .channel_mapper import downsample_mask, masked_group_norm
+from .channel_mapper import masked_group_norm, padding_mask_at_stride
 
 __all__ = ["SharedNormChannelMapper"]
 
@@ -67,10 +69,13 @@ class SharedNormChannelMapper(nn.Module):
 
     def forward(self, features: Dict[str, Tensor], mask: Optional[Tensor] = None) -> List[Tensor]:
         outs = []
-        for name, conv in zip(self.in_features, self.convs):
-            x = conv(features[name])
+        for name, conv, stride in zip(self.in_features, self.convs, self.strides):
+            x = features[name]
+            level_mask = None if mask is None else padding_mask_at_stride(mask, stride, x.shape[-2:])
+            if level_mask is not None and conv.kernel_size[0] > 1:
+                x = x.masked_fill(level_mask[:, None], 0.0)
+            x = conv(x)
             if self.activation:
                 x = x.relu()
-            level_mask = None if mask is None else downsample_mask(mask, x.shape[-2:])
             outs.append(masked_group_norm(x, self.norm, level_mask))
         return outs

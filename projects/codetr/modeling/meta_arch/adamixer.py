@@ -1,0 +1,150 @@
+"""AdaMixer (Gao et al., CVPR 2022), DEQDet (Wang et al., ICCV 2023) and RNNDet: query detectors
+without an encoder whose decoder is an ``AdaMixerRefiner`` (AdaMixer layers + heads under a loop).
+
+``QueryDetector``'s flow (preprocessing with the padding mask, targets, the criterion, top-k
+inference, postprocessing); what is their own:
+
+- ``encode``: backbone (C2..C5) -> ``SharedNormChannelMapper`` -> padded positions zeroed (the 3-d
+  sampling then reads beyond an image what it reads beyond the same image alone) ->
+  ``EncoderOutput.from_levels`` (no encoder, no positional embedding), carrying each image's
+  normalisation size ``image_wh`` (xyzr positions are pixels);
+- ``matching_queries``: ``FixedBoxQueries``, learned contents at the whole-image box (xyzr pixels);
+- ``decode``: the refiner; its supervised outputs in order become the criterion's dict, the
+  last as "pred_*" and the others as "aux_outputs" (loss suffixes ``_0``, ``_1``, ...). DEQDet
+  (``FixedPointRefinement``): init, init^1, init^2, iter1, iter3, iter6, iter9, iter12 ->
+  ``_0`` .. ``_7``, iter20 -> no suffix; AdaMixer: stage i -> ``_i``, the last stage -> none;
+  RNNDet: init, step1, ... At inference the loop returns its last prediction (DEQDet: g then f
+  ``decoder.loop.inference_steps`` times, 20 + 1 by default; change it on the model or in the
+  config, ``model.decoder.loop.inference_steps=50``).
+
+Inference: top ``select_box_nums_for_evaluation`` (the number of queries in the official configs)
+over queries x classes of sigmoid scores, no NMS.
+
+``DEQDet`` and ``RNNDet`` are ``AdaMixer`` with a check of the loop and of the two layers (g, f)
+it iterates; the registered names let configs and logs say which detector they are.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone
+from detectron2.structures import ImageList
+from torch import Tensor, nn
+
+from codetr.layers.adaptive_sampling import zero_padding
+from codetr.modeling.criterion import DETRCriterion
+from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
+from codetr.modeling.decoders.refinement import AdaMixerRefiner
+from codetr.modeling.encoders import EncoderOutput
+from codetr.modeling.necks import padding_mask_at_stride
+from codetr.modeling.queries import QueryGroup
+from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+
+from .query_detector import QueryDetector, layer_outputs, normalization_wh
+
+__all__ = ["AdaMixer", "DEQDet", "RNNDet"]
+
+
+@META_ARCH_REGISTRY.register()
+class AdaMixer(QueryDetector):
+    """Args:
+        backbone: a Detectron2 ``Backbone`` (ResNet with res2..res5).
+        neck: ``SharedNormChannelMapper`` (its ``strides`` must be the decoder layers' strides).
+        queries: ``FixedBoxQueries``.
+        decoder: ``AdaMixerRefiner``.
+        criterion: ``DETRCriterion`` (official: focal 2, L1 5, GIoU 2 on normalised xyxy).
+        num_classes, num_queries: optional, checked against the heads / criterion / queries.
+        **kwargs: ``QueryDetector``'s (pixel_mean, pixel_std, select_box_nums_for_evaluation,
+            aux_loss, size_divisibility, nms, input_format, ...).
+    Submodules (state-dict prefixes): ``backbone``, ``neck``, ``queries``, ``decoder``.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        neck: nn.Module,
+        queries: FixedBoxQueries,
+        decoder: AdaMixerRefiner,
+        criterion: DETRCriterion,
+        num_classes: Optional[int] = None,
+        num_queries: Optional[int] = None,
+        **kwargs,
+    ):
+        super().__init__(backbone, None, neck, None, criterion, None, **kwargs)
+        name = type(self).__name__
+        self.queries = queries
+        self.decoder = decoder  # a submodule; the base's ``decoder`` property is overridden below
+        if num_queries is not None and num_queries != self.num_queries:
+            raise ValueError(f"{name}: num_queries={num_queries} but queries has {self.num_queries}")
+        strides = [tuple(float(s) for s in layer.sampling.strides) for layer in decoder.layers]
+        if any(s != tuple(float(s) for s in neck.strides) for s in strides):
+            raise ValueError(f"{name}: neck strides {list(neck.strides)} but decoder layers sample strides {strides}")
+        self.check_num_classes(num_classes, {"decoder.class_heads": decoder.class_heads[0].fc.out_features})
+
+    @property
+    def decoder(self) -> AdaMixerRefiner:
+        return self._modules["decoder"]
+
+    @property
+    def num_queries(self) -> int:
+        return self.queries.boxes.shape[0]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.queries.content.shape[-1]
+
+    def encode(self, images: ImageList) -> EncoderOutput:
+        """Neck maps with zeroed padding as an identity encoder's output, and ``image_wh``."""
+        features = self.neck(self.backbone(images.tensor), images.mask)
+        masks = [padding_mask_at_stride(images.mask, s, f.shape[-2:]) for s, f in zip(self.feature_strides, features)]
+        return EncoderOutput.from_levels(zero_padding(features, masks), masks, None, normalization_wh(images.mask))
+
+    def matching_queries(self, enc: EncoderOutput, fixed=None) -> Tuple[QueryGroup, Dict]:
+        """The initial queries: content (N, Q, C) and xyzr (N, Q, 4) pixels of each image."""
+        if fixed is not None:
+            raise ValueError(f"{type(self).__name__}: no fixed-target (denoising / positive) queries are supported")
+        if enc.image_wh is None:
+            raise ValueError(f"{type(self).__name__}: the encoder output has no image_wh (build it with encode())")
+        content, xyzr = self.queries(enc.image_wh)
+        return QueryGroup(content, xyzr), {}
+
+    def decode(self, enc: EncoderOutput, groups: Sequence[QueryGroup], attn_mask: Optional[Tensor] = None
+               ) -> List[Dict]:
+        """The refiner on the one matching group -> ``[criterion dict]`` (see the module
+        docstring); boxes are normalised cxcywh of each image's ``enc.image_wh``."""
+        if len(groups) != 1 or attn_mask is not None:
+            raise ValueError(f"{type(self).__name__}: decodes one query group without attention mask, got "
+                             f"{len(groups)} groups")
+        (group,) = groups
+        preds = self.decoder(group.content, group.reference, enc, enc.image_wh)
+        logits = torch.stack([p["logits"] for _, p in preds])
+        boxes = torch.stack([p["boxes"] for _, p in preds])
+        return [layer_outputs(logits, boxes, self.aux_loss)]
+
+
+@META_ARCH_REGISTRY.register()
+class DEQDet(AdaMixer):
+    """AdaMixer with ``FixedPointRefinement`` over two layers (g, f)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_loop(self, FixedPointRefinement)
+
+
+@META_ARCH_REGISTRY.register()
+class RNNDet(AdaMixer):
+    """AdaMixer with ``UnrolledRefinement`` over two layers (g, f)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_loop(self, UnrolledRefinement)
+
+
+def _check_loop(model: AdaMixer, loop_type: type) -> None:
+    loop, layers = model.decoder.loop, model.decoder.layers
+    if not isinstance(loop, loop_type) or len(layers) != 2:
+        raise ValueError(
+            f"{type(model).__name__}: expected a {loop_type.__name__} loop over 2 layers (g, f), got "
+            f"{type(loop).__name__} over {len(layers)}"
+        )

@@ -1,0 +1,182 @@
+"""AdaMixer / DEQDet / RNNDet meta-architectures on tiny models (CPU, seconds)."""
+import pytest
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY
+
+from codetr.modeling.criterion import DETRCriterion
+from codetr.modeling.decoders.fixed_point import FixedPointRefinement, QueryState, UnrolledRefinement
+from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefinement, adamixer_layers
+from codetr.modeling.matcher import HungarianMatcher
+from codetr.modeling.meta_arch import AdaMixer, DEQDet, RNNDet
+from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
+from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+
+from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
+
+D, K, Q = 16, 3, 6
+STRIDES = (8, 16, 32)
+
+LOOPS = {
+    DEQDet: lambda: FixedPointRefinement(),
+    RNNDet: lambda: UnrolledRefinement(3),
+    AdaMixer: lambda: SequentialRefinement(3),
+}
+
+
+def tiny(cls=DEQDet, seed=0, loop=None, num_layers=None):
+    torch.manual_seed(seed)
+    backbone = PatchBackbone()
+    loop = LOOPS[cls]() if loop is None else loop
+    num_layers = (3 if isinstance(loop, SequentialRefinement) else 2) if num_layers is None else num_layers
+    layers = adamixer_layers(num_layers, embed_dim=D, num_heads=2, ffn_dim=32, num_groups=2, in_points=4,
+                             out_points=3, strides=STRIDES)
+    xyxy = HungarianMatcher(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, l1_box_format="xyxy")
+    return cls(
+        backbone=backbone,
+        neck=SharedNormChannelMapper(backbone.output_shape(), ["res3", "res4", "res5"], D, num_groups=4),
+        queries=FixedBoxQueries(Q, D),
+        decoder=AdaMixerRefiner(layers, K, loop),
+        criterion=DETRCriterion(K, matcher=xyxy, weight_class=2.0, l1_box_format="xyxy"),
+        num_classes=K,
+        num_queries=Q,
+        select_box_nums_for_evaluation=Q,
+    )
+
+
+def randomise(model):
+    """Non-trivial sampling, mixing and box heads (the official init zeroes them)."""
+    with torch.no_grad():
+        for layer in model.decoder.layers:
+            layer.sampling.offsets.weight.normal_(std=0.05)
+            layer.mixing.parameter_generator.weight.normal_(std=0.05)
+        for head in model.decoder.box_heads:
+            head.fc.weight.normal_(std=0.02)
+    return model
+
+
+def keys(suffixes):
+    return {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in suffixes}
+
+
+def test_registered():
+    for cls in (AdaMixer, DEQDet, RNNDet):
+        assert META_ARCH_REGISTRY.get(cls.__name__) is cls
+
+
+@pytest.mark.parametrize("cls,num_outputs", [(DEQDet, 9), (RNNDet, 4), (AdaMixer, 3)])
+def test_training_step_supervises_every_output(cls, num_outputs):
+    """DEQDet: init, init^1, init^2 and the 6 supervision positions; RNNDet: init + 3 steps;
+    AdaMixer: 3 stages. Every trainable parameter gets a finite gradient."""
+    model = tiny(cls).train()
+    losses = model(BATCH)
+    assert set(losses) == keys([""] + [f"_{i}" for i in range(num_outputs - 1)])
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_class"] > 0 and losses["loss_giou"] > 0
+    sum(losses.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert "queries.boxes" in model.state_dict() and not any(n == "queries.boxes" for n, _ in model.named_parameters())
+
+
+def test_bfloat16_autocast_training_step():
+    model = tiny(DEQDet, loop=FixedPointRefinement(refinement_steps=3, supervision_positions=(1, 3))).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(BATCH)
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_first_prediction_is_the_whole_image_and_targets_are_per_image():
+    """The box heads start at zero: g's boxes are the initial whole-image boxes, i.e. (0.5, 0.5,
+    1, 1) of each unpadded image (64 x 64 padded to 64 x 128 in the batch)."""
+    model = tiny(DEQDet).eval()
+    images = model.preprocess_image(BATCH)
+    enc = model.encode(images)
+    assert enc.image_wh.tolist() == [[64.0, 64.0], [128.0, 64.0]]
+    model.decoder.loop.inference_steps = 0
+    with torch.no_grad():
+        out = model.forward_queries(enc)
+    torch.testing.assert_close(out["pred_boxes"], torch.tensor([0.5, 0.5, 1.0, 1.0]).expand(2, Q, 4))
+    with torch.no_grad():
+        (r0, r1) = model(BATCH)
+    torch.testing.assert_close(r0["instances"].pred_boxes.tensor[0], torch.tensor([0.0, 0.0, 64.0, 64.0]))
+    torch.testing.assert_close(r1["instances"].pred_boxes.tensor[0], torch.tensor([0.0, 0.0, 128.0, 64.0]))
+
+
+def test_padded_positions_of_every_level_are_zero():
+    model = tiny(DEQDet).eval()
+    with torch.no_grad():
+        enc = model.encode(model.preprocess_image(BATCH))
+    assert enc.memory_pos is None
+    for feat, mask in zip(enc.memory_maps(), enc.masks):
+        assert mask[0].any() and (feat.permute(0, 2, 3, 1)[mask] == 0).all()
+        assert (feat.permute(0, 2, 3, 1)[~mask].abs().sum(-1) > 0).all()
+
+
+@pytest.mark.parametrize("cls", [DEQDet, RNNDet, AdaMixer])
+def test_batched_inference_equals_single_image(cls):
+    model = randomise(tiny(cls)).double().eval()
+    sizes = [(128, 96), (64, 128), (96, 32)]
+    inputs = [make_input(h, w, seed=5 + i) for i, (h, w) in enumerate(sizes)]
+    model.pixel_mean, model.pixel_std = model.pixel_mean.double(), model.pixel_std.double()
+    model.decoder.loop.inference_steps = 4 if cls is not AdaMixer else None
+    with torch.no_grad():
+        batched = model(inputs)
+        singles = [model([x])[0] for x in inputs]
+    for b, s in zip(batched, singles):
+        b, s = b["instances"], s["instances"]
+        torch.testing.assert_close(b.scores, s.scores)
+        torch.testing.assert_close(b.pred_boxes.tensor, s.pred_boxes.tensor)
+        assert torch.equal(b.pred_classes, s.pred_classes)
+    assert len(batched[0]["instances"]) == Q
+
+
+def test_inference_with_a_changed_number_of_steps():
+    """DEQDet inference: g then f ``inference_steps`` times, against the refiner's step run by
+    hand; 21 by default (20 + 1)."""
+    model = randomise(tiny(DEQDet)).eval()
+    assert model.decoder.loop.inference_steps == 21
+    with torch.no_grad():
+        enc = model.encode(model.preprocess_image(BATCH))
+        group, _ = model.matching_queries(enc)
+        state, preds = QueryState(group.content, group.reference), []
+        for k in range(6):
+            state, pred = model.decoder.step(min(k, 1), state, enc, enc.image_wh)
+            preds.append(pred)
+        for steps in (0, 2, 5):
+            model.decoder.loop.inference_steps = steps
+            out = model.forward_queries(enc)
+            torch.testing.assert_close(out["pred_boxes"], preds[steps]["boxes"])
+            torch.testing.assert_close(out["pred_logits"], preds[steps]["logits"])
+            assert out["aux_outputs"] == []
+    assert not torch.allclose(preds[2]["boxes"], preds[5]["boxes"])
+
+
+def test_wrong_loops_and_strides_are_refused():
+    with pytest.raises(ValueError, match="FixedPointRefinement loop over 2 layers"):
+        tiny(DEQDet, loop=UnrolledRefinement(2))
+    with pytest.raises(ValueError, match="over 3"):
+        tiny(RNNDet, num_layers=3)
+    model = tiny(AdaMixer)
+    with pytest.raises(ValueError, match="strides"):
+        AdaMixer(backbone=model.backbone, neck=model.neck, queries=model.queries,
+                 decoder=AdaMixerRefiner(adamixer_layers(1, embed_dim=D, num_heads=2, num_groups=2, in_points=4,
+                                                         out_points=3, strides=(4, 8, 16)), K,
+                                         SequentialRefinement(1)),
+                 criterion=model.criterion)
+    with pytest.raises(ValueError, match="num_classes=5"):
+        AdaMixer(backbone=model.backbone, neck=model.neck, queries=model.queries, decoder=model.decoder,
+                 criterion=model.criterion, num_classes=5)
+    with pytest.raises(ValueError, match="no fixed-target"):
+        model.matching_queries(None, fixed=object())
+
+
+def test_images_without_boxes_train():
+    model = tiny(DEQDet, loop=FixedPointRefinement(refinement_steps=3, supervision_positions=(1, 3))).train()
+    for batch in ([BATCH[0], make_input(64, 96, seed=7)], [make_input(64, 64, seed=8), make_input(64, 96, seed=9)]):
+        losses = model(batch)
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+    assert losses["loss_bbox"] == 0 and losses["loss_class"] > 0

@@ -292,6 +292,15 @@ class DenoisingGenerator(nn.Module):
     def contrastive(self) -> bool:
         return self.mode == "cdn"
 
+    def matching_content(self) -> Tensor:
+        """DN-DETR (``mode="dn"``): the content of every matching query, (embed_dim,):
+        ``cat([label_embedding.weight[num_classes], 0])``, the learned "unknown" class with
+        denoising indicator 0 (DN-DAB-DETR; used at inference too)."""
+        if self.contrastive:
+            raise ValueError("DenoisingGenerator.matching_content: only mode 'dn' has an unknown-class row")
+        row = self.label_embedding.weight[self.num_classes]
+        return torch.cat([row, row.new_zeros(1)])
+
     def num_groups(self, max_gt: int) -> int:
         if self.fixed_num_groups is not None:
             return self.fixed_num_groups

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Remove Co-DETR's training-only weights from a checkpoint.
 
-Co-DETR (``codetr.modeling.meta_arch.CoDETR``) keeps its DINO detector under ``detector.`` and,
+Co-DETR (``codetr.modeling.meta_arch.CoDETR``) keeps its detector under ``detector.`` and,
 for training only, the auxiliary heads (``aux_heads.``), the positive-query projections
-(``positive_queries.``) and the extra pyramid level (``downsample.``). The output holds only
+(``positive_queries.``) and the extra pyramid level (``downsample.``) or the pyramid adapter
+(``pyramid_adapter.``). The output holds only
 ``{"model": detector weights}``: an inference checkpoint of the same size as DINO's.
 
     python tools/strip_aux_weights.py output/co_dino/model_final.pth co_dino_infer.pth
@@ -20,7 +21,7 @@ import sys
 
 import torch
 
-AUX_PREFIXES = ("aux_heads.", "positive_queries.", "downsample.")
+AUX_PREFIXES = ("aux_heads.", "positive_queries.", "downsample.", "pyramid_adapter.")
 DETECTOR = "detector."
 
 

@@ -4,13 +4,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import dino_denoising
-from codetr.modeling.matcher import HungarianMatcher
-from codetr.modeling.meta_arch import DINO
 from codetr.modeling.decoders import DeformableDecoder
 from codetr.modeling.encoders import DeformableEncoder
+from codetr.modeling.matcher import HungarianMatcher
+from codetr.modeling.meta_arch import DINO
+from codetr.modeling.necks import ChannelMapper
+from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.transformers import DeformableTransformer
 
 model = L(DINO)(

@@ -30,9 +30,9 @@ from detectron2.utils import comm
 from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
-from codetr.modeling.queries.denoising import FixedTargetQueries
 from codetr.modeling.losses import giou_loss, l1_loss, normalized_sum, quality_focal_loss, sigmoid_focal_loss
 from codetr.modeling.matcher import HungarianMatcher
+from codetr.modeling.queries.denoising import FixedTargetQueries
 
 __all__ = ["DETRCriterion", "reduce_num_boxes"]
 

@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import dino_denoising
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import DINO, CoDETR
-from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
-from codetr.modeling.decoders import DeformableDecoder
-from codetr.modeling.encoders import DeformableEncoder
+from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries import QueryGroup
+from codetr.modeling.queries.denoising import dino_denoising
+from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
 from codetr.modeling.queries.two_stage import gen_encoder_output_proposals
 from codetr.modeling.transformers import DeformableTransformer
 

@@ -13,15 +13,15 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import dino_denoising
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.meta_arch import DINO, CoDETR
+from codetr.modeling.necks import ChannelMapper
+from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.queries.positive_queries import PositiveQueries
-from codetr.modeling.decoders import DeformableDecoder
-from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.transformers import DeformableTransformer
 
 from test_dino import BATCH, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
@@ -158,6 +158,9 @@ def test_pyramid_adapter_builds_the_auxiliary_pyramid():
     assert {"loss_cls_head0", "loss_class_aux0"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert adapter.scale.grad is not None and adapter.scale.grad != 0
+    # the adapter is training-only: the inference checkpoint drops it
+    stripped = _strip_tool().strip(model.state_dict())
+    assert set(stripped) == {"detector." + k for k in det.state_dict()}
 
 
 def _loss_keys(prefix_suffixes):
@@ -363,11 +366,16 @@ def test_padding_is_image():
     assert out[0]["instances"].image_size == (64, 64) and (b[:, 0::2] <= 64).all()
 
 
-def test_strip_aux_weights(tmp_path):
+def _strip_tool():
     path = os.path.join(ROOT, "tools", "strip_aux_weights.py")
     spec = importlib.util.spec_from_file_location("strip_aux_weights", path)
     strip_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(strip_tool)
+    return strip_tool
+
+
+def test_strip_aux_weights(tmp_path):
+    strip_tool = _strip_tool()
     model = tiny_co_detr()
     src = tmp_path / "model.pth"
     torch.save({"model": model.state_dict(), "iteration": 7}, src)

@@ -6,12 +6,12 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
-from codetr.modeling.meta_arch import DINO
 from codetr.modeling.decoders import DeformableDecoder
 from codetr.modeling.encoders import DeformableEncoder
+from codetr.modeling.meta_arch import DINO
+from codetr.modeling.necks import ChannelMapper
+from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
 from codetr.modeling.transformers import DeformableTransformer
 
 D, K = 32, 3

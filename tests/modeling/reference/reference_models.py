@@ -27,17 +27,17 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
+from codetr.modeling.decoders import DeformableDecoder
+from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.heads.tood_head import TOODHead
 from codetr.modeling.meta_arch import TOOD, CoDETR, DINO
 from codetr.modeling.meta_arch.tood import LastLevelP6P7
+from codetr.modeling.necks import ChannelMapper
+from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
 from codetr.modeling.queries.positive_queries import PositiveQueries
-from codetr.modeling.decoders import DeformableDecoder
-from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.transformers import DeformableTransformer
 
 D, K = 32, 3  # hidden width, classes

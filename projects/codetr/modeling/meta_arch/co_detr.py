@@ -35,9 +35,9 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from codetr.modeling.necks.channel_mapper import ConvGN
 from codetr.modeling.criterion import reduce_num_boxes
 from codetr.modeling.encoders import EncoderOutput
+from codetr.modeling.necks.channel_mapper import ConvGN
 from codetr.modeling.queries.positive_queries import PositiveQueries
 
 from .query_detector import QueryDetector
@@ -100,8 +100,8 @@ class CoDETR(nn.Module):
         num_queries: Optional[int] = None,
     ):
         super().__init__()
-        if num_queries is not None and num_queries != detector.transformer.num_queries:
-            raise ValueError(f"CoDETR: num_queries={num_queries} but the detector has {detector.transformer.num_queries}")
+        if num_queries is not None and num_queries != detector.num_queries:
+            raise ValueError(f"CoDETR: num_queries={num_queries} but the detector has {detector.num_queries}")
         if num_classes is not None:
             found = {"detector": detector.criterion.num_classes}
             found.update({f"aux_heads[{i}]": _num_classes(h) for i, h in enumerate(aux_heads)})
@@ -138,7 +138,7 @@ class CoDETR(nn.Module):
             self.downsample = None
             self.pyramid_strides = list(pyramid_adapter.strides)
         else:
-            channels = detector.transformer.embed_dim
+            channels = detector.embed_dim
             self.downsample = ConvGN(channels, channels, 3, 2, pyramid_num_groups) if len(aux_heads) else None
             strides = detector.feature_strides
             self.pyramid_strides = strides + [strides[-1] * 2]

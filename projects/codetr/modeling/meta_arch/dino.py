@@ -16,11 +16,11 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from torch import nn
 
-from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import DenoisingGenerator, FixedTargetQueries
 from codetr.modeling.encoders import EncoderOutput
+from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries import QueryGroup
+from codetr.modeling.queries.denoising import DenoisingGenerator, FixedTargetQueries
 from codetr.modeling.transformers import DeformableTransformer
 
 from .query_detector import QueryDetector

@@ -21,11 +21,11 @@ from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from codetr.layers.nms import batched_nms, batched_soft_nms
-from codetr.modeling.necks import downsample_mask
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.queries.denoising import FixedTargetQueries
 from codetr.modeling.encoders import EncoderOutput
+from codetr.modeling.necks import downsample_mask
 from codetr.modeling.queries import QueryGroup
+from codetr.modeling.queries.denoising import FixedTargetQueries
 
 from .preprocess import normalize_and_pad
 
@@ -52,7 +52,7 @@ class QueryDetector(nn.Module):
         position_embedding: mask (N, H, W) -> (N, C, H, W) (e.g. ``PositionEmbeddingSine``).
         neck: backbone outputs (+ pixel padding mask) -> L maps (N, C, H_l, W_l); has ``strides``.
         transformer: ``encode(features, masks, pos_embeds) -> EncoderOutput``, a ``decoder``
-            (``QueryDecoder``) and ``num_queries``.
+            (``QueryDecoder``), ``num_queries`` (matching queries) and ``embed_dim``.
         criterion: ``DETRCriterion``.
         denoising: a fixed-target query generator (``DenoisingGenerator``) or None.
         pixel_mean, pixel_std: RGB normalisation of the uint8 input images.
@@ -122,6 +122,16 @@ class QueryDetector(nn.Module):
     @property
     def decoder(self) -> nn.Module:
         return self.transformer.decoder
+
+    @property
+    def num_queries(self) -> int:
+        """Number of matching queries."""
+        return self.transformer.num_queries
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the encoder output and of the queries."""
+        return self.transformer.embed_dim
 
     @property
     def feature_strides(self) -> List[int]:

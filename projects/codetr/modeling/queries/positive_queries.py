@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_xyxy_to_cxcywh, inverse_sigmoid
 from codetr.layers.position_encoding import get_sine_pos_embed
-from codetr.modeling.queries.denoising import FixedTargetQueries
 from codetr.modeling.heads.base import AssignedSamples
+from codetr.modeling.queries.denoising import FixedTargetQueries
 
 __all__ = ["AuxSamples", "select_positive_queries", "PositiveQueries"]
 

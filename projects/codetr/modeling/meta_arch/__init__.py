@@ -1,7 +1,8 @@
 """Meta-architectures, registered in detectron2's META_ARCH_REGISTRY."""
 from .co_detr import CoDETR
+from .conditional_detr import ConditionalDETR
 from .dino import DINO
 from .query_detector import QueryDetector
 from .tood import TOOD
 
-__all__ = ["CoDETR", "DINO", "QueryDetector", "TOOD"]
+__all__ = ["CoDETR", "ConditionalDETR", "DINO", "QueryDetector", "TOOD"]

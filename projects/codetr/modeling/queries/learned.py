@@ -41,13 +41,17 @@ class LearnedPointQueries(nn.Module):
         for layer in self.ref_point_head.layers:
             nn.init.xavier_uniform_(layer.weight)
 
-    def forward(self, batch_size: int) -> QueryGroup:
-        """-> QueryGroup with content (N, Q, C) zeros, reference (N, Q, 2) normalised (x, y) points,
+    def forward(self, batch_size: int, content: Optional[Tensor] = None) -> QueryGroup:
+        """content: None (zeros, the official content) or (C,) one content vector for every query
+        (DN on Conditional DETR: ``DenoisingGenerator.matching_content``, indicator 0).
+        -> QueryGroup with content (N, Q, C), reference (N, Q, 2) normalised (x, y) points,
         query_pos (N, Q, C) the query embedding."""
         pos = self.query_embed.weight
         reference = self.ref_point_head(pos).sigmoid()
+        content = _check_content(torch.zeros_like(pos[0]) if content is None else content, pos.shape[1], self)
         expand = lambda t: t[None].expand(batch_size, *t.shape)  # noqa: E731
-        return QueryGroup(content=expand(torch.zeros_like(pos)), reference=expand(reference), query_pos=expand(pos))
+        return QueryGroup(content=content.expand(batch_size, *pos.shape), reference=expand(reference),
+                          query_pos=expand(pos))
 
 
 class LearnedAnchorQueries(nn.Module):
@@ -76,11 +80,14 @@ class LearnedAnchorQueries(nn.Module):
         query_pos None (the decoder's ref_point_head derives it)."""
         anchors = self.refpoint_embed.weight.sigmoid()
         q = anchors.shape[0]
-        if content is None:
-            content = anchors.new_zeros(self.embed_dim)
-        if content.shape != (self.embed_dim,):
-            raise ValueError(f"LearnedAnchorQueries: content of shape {tuple(content.shape)}, expected ({self.embed_dim},)")
+        content = _check_content(anchors.new_zeros(self.embed_dim) if content is None else content, self.embed_dim, self)
         return QueryGroup(
             content=content.expand(batch_size, q, self.embed_dim),
             reference=anchors[None].expand(batch_size, q, 4),
         )
+
+
+def _check_content(content: Tensor, embed_dim: int, owner: nn.Module) -> Tensor:
+    if content.shape != (embed_dim,):
+        raise ValueError(f"{type(owner).__name__}: content of shape {tuple(content.shape)}, expected ({embed_dim},)")
+    return content

@@ -14,7 +14,7 @@ from codetr.modeling.queries import LearnedAnchorQueries, LearnedPointQueries
 from codetr.modeling.queries.denoising import dn_detr_denoising
 from codetr.modeling.transformers import SingleScaleTransformer
 
-from .test_dino import BATCH, PatchBackbone, make_input
+from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
 D, K = 32, 3
 VARIANTS = ["conditional", "dab", "dn_dab", "dn_conditional"]

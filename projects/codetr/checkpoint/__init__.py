@@ -6,7 +6,7 @@
     result = convert("detrex-dino", sd, target=model.state_dict())
     torch.save(result.checkpoint(), "converted.pth")   # DetectionCheckpointer-loadable
 """
-from . import co_detr, dino, resnet, tood  # noqa: F401  (register the sources)
+from . import co_detr, conditional_detr, dino, resnet, tood  # noqa: F401  (register the sources)
 from .coco import COCO_THING_IDS, coco91_to_80
 from .core import (
     CheckpointConversionError,

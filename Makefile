@@ -16,6 +16,7 @@ setup:
 	@bash tools/build_ext.sh
 
 test: setup
+	@bash tools/fetch_test_data.sh $(PY)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 train: setup

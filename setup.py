@@ -46,6 +46,7 @@ setup(
     name="codetr",
     version="0.1.0",
     description="Query-based object detectors (DINO, DN-DETR, Co-DETR, TOOD, ...) for Detectron2",
+    license="Apache-2.0",
     package_dir={"codetr": "projects/codetr"},
     packages=["codetr"] + ["codetr." + p for p in find_packages("projects/codetr")],
     python_requires=">=3.9",

@@ -30,6 +30,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from codetr.data.checks import check_datasets_for_model
 from codetr.engine import (
     EMAHook,
     Trainer,
@@ -193,6 +194,8 @@ def main(args):
         resolve_schedule(cfg.train, num_images, cfg.dataloader.train.total_batch_size)
 
     model = instantiate(cfg.model)
+    # image files exist, classes fit the model, boxes per image vs queries: fail or warn now
+    check_datasets_for_model(cfg.dataloader, model, train=not args.eval_only)
     model.to(cfg.train.device)
     logger.info("Model:\n%s", model)
 

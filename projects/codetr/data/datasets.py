@@ -4,7 +4,11 @@ Registered datasets live in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog`
 Detectron2's standard format (``bbox`` absolute ``XYWH_ABS`` -> the mappers turn them into xyxy
 ``Boxes``; ``category_id`` contiguous 0..K-1 after loading).
 
-- :func:`register_coco_json` registers ``name`` -> (json_file, image_root).
+- :func:`register_coco_json` registers ``name`` -> (json_file, image_root). It reads the json at
+  once (a corrupt file is an error naming it) and corrects what pycocotools would mis-score
+  silently (annotation id 0, an unused ``_background_`` category, invalid boxes: see
+  :mod:`codetr.data.coco_json`); the training dicts and the evaluator then read the same
+  corrected copy, and what was corrected is logged once per dataset when its dicts are loaded.
 - :func:`coco_json_dataset` registers and returns the dicts: the config-line form,
   ``dataloader.train.dataset = L(coco_json_dataset)(names="my_train", json_file=..., image_root=...)``.
 - ``shapes_train`` / ``shapes_val`` are registered by :func:`register_shapes` (called on
@@ -13,12 +17,14 @@ Detectron2's standard format (``bbox`` absolute ``XYWH_ABS`` -> the mappers turn
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Dict, List, Optional, Sequence, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
-from detectron2.data.datasets import load_coco_json, register_coco_instances
+from detectron2.data.datasets import load_coco_json
 
+from .coco_json import CocoJsonReport, prepare_coco_json
 from .shapes import SHAPE_CLASSES, generate_split
 
 __all__ = [
@@ -34,6 +40,9 @@ __all__ = [
 SHAPES_SPLITS = {"shapes_train": ("train", 2000), "shapes_val": ("val", 200)}
 SHAPES_SEED = 0
 
+logger = logging.getLogger(__name__)
+_REPORTED = set()  # dataset names whose corrections were logged in this process
+
 
 def _norm(path: Union[str, os.PathLike]) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -47,8 +56,14 @@ def register_coco_json(
 ) -> str:
     """Register a COCO-format detection dataset under ``name`` (boxes only; masks are ignored).
 
-    Thin wrapper on ``detectron2.data.datasets.register_coco_instances`` that checks its inputs:
-    the json file and image folder must exist (checked now; the json is parsed on first use).
+    Like ``detectron2.data.datasets.register_coco_instances``, with checks and corrections: the
+    json file and image folder must exist, and the json is parsed now (an invalid file is a
+    ``ValueError`` naming it). What pycocotools would mis-score silently is corrected in a copy
+    (:func:`codetr.data.coco_json.prepare_coco_json`: annotation ids shifted to start at 1, an
+    unused ``_background_`` category dropped, invalid boxes removed); the metadata's ``json_file``
+    (what ``COCOEvaluator`` reads) and the dataset dicts both come from that copy, the user's file
+    is kept as ``source_json_file``, and the corrections are logged (warning) once per dataset
+    when its dicts are first loaded. Image ids and category ids are never changed.
     Registering the same name again with the same files is a no-op; with other files it is an
     error (a name always means one dataset).
 
@@ -57,7 +72,8 @@ def register_coco_json(
         json_file: COCO instances json (``images``, ``annotations``, ``categories``).
         image_root: folder the json's ``file_name`` entries are relative to.
         metadata: extra metadata (e.g. ``{"thing_colors": ...}``); ``json_file``,
-            ``image_root`` and ``evaluator_type="coco"`` are set here.
+            ``source_json_file``, ``image_root``, ``evaluator_type="coco"`` and
+            ``coco_json_corrections`` (list of messages) are set here.
 
     Returns:
         ``name``.
@@ -70,7 +86,7 @@ def register_coco_json(
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"dataset {name!r}: image folder not found: {image_root!r}")
     meta = MetadataCatalog.get(name)
-    old = (getattr(meta, "json_file", None), getattr(meta, "image_root", None))
+    old = (getattr(meta, "source_json_file", getattr(meta, "json_file", None)), getattr(meta, "image_root", None))
     if name in DatasetCatalog.list() or old != (None, None):
         old_norm = tuple(None if p is None else _norm(p) for p in old)
         if old_norm == (json_file, image_root):
@@ -80,8 +96,28 @@ def register_coco_json(
             f"cannot register it again with json_file={json_file!r}, image_root={image_root!r} "
             "(choose another name)"
         )
-    register_coco_instances(name, dict(metadata or {}), json_file, image_root)
+    eval_json, report = prepare_coco_json(json_file)
+    DatasetCatalog.register(name, lambda: _load_coco(name, eval_json, image_root, report))
+    meta.set(
+        json_file=eval_json,
+        source_json_file=json_file,
+        image_root=image_root,
+        evaluator_type="coco",
+        coco_json_corrections=report.messages(),
+        **dict(metadata or {}),
+    )
     return name
+
+
+def _load_coco(name: str, json_file: str, image_root: str, report: CocoJsonReport) -> List[Dict]:
+    """The registered loader: Detectron2's ``load_coco_json`` of the (corrected) json, and the
+    corrections logged once per dataset and process."""
+    if report.changed and name not in _REPORTED:
+        _REPORTED.add(name)
+        for line in report.messages():
+            logger.warning("dataset %r (%s): %s", name, report.json_file, line)
+        logger.warning("dataset %r: training and evaluation read the corrected copy %s", name, json_file)
+    return load_coco_json(json_file, image_root, name)
 
 
 def coco_json_dataset(

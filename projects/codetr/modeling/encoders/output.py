@@ -34,7 +34,9 @@ def flatten_levels(maps: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor, List
     else:
         flat = torch.cat([m.flatten(1) for m in maps], 1)
     device = maps[0].device
-    spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
+    # torch.tensor, not torch.as_tensor: under torch.export with dynamic sizes, as_tensor bakes the
+    # example's sizes into a constant while torch.tensor traces them from the maps' shapes.
+    spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
     sizes = spatial_shapes.prod(1)
     level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     return flat, spatial_shapes, level_start_index, shapes
@@ -64,6 +66,25 @@ class EncoderOutput:
     valid_ratios: Tensor
     features: Tuple[Tensor, ...]
     masks: Tuple[Tensor, ...]
+
+    @classmethod
+    def from_levels(cls, features: Sequence[Tensor], masks: Sequence[Tensor], pos_embeds: Sequence[Tensor]):
+        """The output of an identity encoder: L maps (N, C, H_l, W_l), their padding masks
+        (N, H_l, W_l) and position embeddings (N, C, H_l, W_l) flattened into memory,
+        memory_mask and memory_pos (cast to the maps' dtype). An encoder runs on these and
+        replaces ``memory`` (``dataclasses.replace``); a detector without encoder (AdaMixer)
+        uses them as they are."""
+        memory, spatial_shapes, level_start_index, _ = flatten_levels(features)
+        return cls(
+            memory=memory,
+            memory_mask=flatten_levels(masks)[0],
+            memory_pos=flatten_levels(pos_embeds)[0].to(memory.dtype),
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=get_valid_ratios(masks),
+            features=tuple(features),
+            masks=tuple(masks),
+        )
 
     @property
     def shapes(self) -> List[Tuple[int, int]]:

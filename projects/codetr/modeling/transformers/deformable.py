@@ -10,6 +10,7 @@ boxes (``pos_trans``), ``select_by="first_class"``, ``enc_outputs="all"``.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, List, Tuple
 
 import torch
@@ -19,7 +20,7 @@ from codetr.layers import MSDeformAttn
 from codetr.layers.mlp import MLP
 from codetr.layers.position_encoding import get_sine_pos_embed
 from codetr.modeling.decoders import DeformableDecoder, init_heads
-from codetr.modeling.encoders import DeformableEncoder, EncoderOutput, flatten_levels, get_valid_ratios
+from codetr.modeling.encoders import DeformableEncoder, EncoderOutput
 from codetr.modeling.queries import QueryGroup
 from codetr.modeling.queries.two_stage import gen_encoder_output_proposals
 
@@ -107,22 +108,11 @@ class DeformableTransformer(nn.Module):
         """
         if len(features) != self.num_feature_levels:
             raise ValueError(f"DeformableTransformer: built for {self.num_feature_levels} levels, got {len(features)}")
-        src, spatial_shapes, level_start_index, shapes = flatten_levels(features)
-        mask_flatten = flatten_levels(masks)[0]
-        pos = flatten_levels([p + e.view(1, -1, 1, 1) for p, e in zip(pos_embeds, self.level_embeds)])[0]
-        pos = pos.to(src.dtype)
-        valid_ratios = get_valid_ratios(masks)
-        memory = self.encoder(src, pos, shapes, spatial_shapes, level_start_index, valid_ratios, mask_flatten)
-        return EncoderOutput(
-            memory=memory,
-            memory_mask=mask_flatten,
-            memory_pos=pos,
-            spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index,
-            valid_ratios=valid_ratios,
-            features=tuple(features),
-            masks=tuple(masks),
-        )
+        pos_embeds = [p + e.view(1, -1, 1, 1) for p, e in zip(pos_embeds, self.level_embeds)]
+        levels = EncoderOutput.from_levels(features, masks, pos_embeds)
+        memory = self.encoder(levels.memory, levels.memory_pos, levels.shapes, levels.spatial_shapes,
+                              levels.level_start_index, levels.valid_ratios, levels.memory_mask)
+        return dataclasses.replace(levels, memory=memory)
 
     def select_queries(self, enc: EncoderOutput) -> Tuple[QueryGroup, Dict[str, Tensor]]:
         """Two-stage mixed query selection.

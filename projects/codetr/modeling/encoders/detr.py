@@ -13,13 +13,14 @@ prefixes.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional
 
 from torch import Tensor, nn
 
 from codetr.layers.mlp import MLP
 
-from .output import EncoderOutput, flatten_levels, get_valid_ratios
+from .output import EncoderOutput
 
 __all__ = ["DETREncoder", "DETREncoderLayer", "make_activation"]
 
@@ -122,17 +123,5 @@ class DETREncoder(nn.Module):
             )
         if features[0].shape[1] != self.embed_dim:
             raise ValueError(f"DETREncoder: features have {features[0].shape[1]} channels, expected {self.embed_dim}")
-        src, spatial_shapes, level_start_index, _ = flatten_levels(features)
-        mask = flatten_levels(masks)[0]
-        pos = flatten_levels(pos_embeds)[0].to(src.dtype)
-        memory = self(src, pos, mask)
-        return EncoderOutput(
-            memory=memory,
-            memory_mask=mask,
-            memory_pos=pos,
-            spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index,
-            valid_ratios=get_valid_ratios(masks),
-            features=tuple(features),
-            masks=tuple(masks),
-        )
+        levels = EncoderOutput.from_levels(features, masks, pos_embeds)
+        return dataclasses.replace(levels, memory=self(levels.memory, levels.memory_pos, levels.memory_mask))

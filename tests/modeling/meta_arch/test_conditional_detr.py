@@ -150,3 +150,40 @@ def test_tiny_model_overfits_two_images(variant):
         for g, label in enumerate(gt.gt_classes):
             best = (inst.scores * (inst.pred_classes == label)).argmax()
             assert iou[g, best] > 0.5, (variant, g, iou[g, best])
+
+
+def _co_conditional(variant="conditional_pos", seed=0):
+    """Co-DETR on a single-scale detector (no public code exists): the encoder map (stride 16
+    here) through the multi-scale adapter (strides 8..64) feeds an ATSS head whose positives
+    become fixed-target queries of the shared decoder; a point decoder needs a ref_point_head
+    for them (their positions come from their points)."""
+    from codetr.modeling.heads.atss_head import ATSSHead
+    from codetr.modeling.meta_arch import CoDETR
+    from codetr.modeling.necks import SingleScalePyramidAdapter
+    from codetr.modeling.queries.positive_queries import PositiveQueries
+
+    det = tiny("dab" if variant == "dab" else "conditional", seed=seed)
+    if variant == "conditional_pos":  # the point decoder with a position head for the positive queries
+        t = det.transformer
+        torch.manual_seed(seed)
+        t.decoder = ConditionalDecoder(2, D, 4, 64, dropout=0.0, num_classes=K, ref_dim=2, ref_point_head=True)
+    adapter = SingleScalePyramidAdapter(D, in_stride=16, strides=(8, 16, 32, 64), num_groups=8)
+    names = ["p3", "p4", "p5", "p6"]
+    head = ATSSHead(K, names, [8, 16, 32, 64], in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0)
+    return CoDETR(det, [head], PositiveQueries(1, D, K), pyramid_adapter=adapter)
+
+
+@pytest.mark.parametrize("variant", ["conditional_pos", "dab"])
+def test_co_detr_on_the_single_scale_family_trains_and_infers_as_the_detector(variant):
+    model = _co_conditional(variant).train()
+    losses = model(BATCH)
+    assert {"loss_cls_head0", "loss_class_aux0", "loss_bbox_aux0", "loss_class", "loss_class_0"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters()
+               if n.startswith(("pyramid_adapter.", "aux_heads.", "positive_queries.")))
+    model.eval()
+    with torch.no_grad():
+        co, alone = model(BATCH), model.detector(BATCH)
+    for a, b in zip(co, alone):  # inference is the detector alone
+        assert torch.equal(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)

@@ -97,11 +97,25 @@ def _refuse_patterns(m: KeyMapper) -> None:
             )
 
 
-def _queries(m: KeyMapper, src: str, anchors: bool) -> None:
+def _decoder_level(m: KeyMapper, anchors: bool, queries_key: str, coco91: bool) -> None:
+    """The modules around the decoder layers, whose names the official and detrex releases share:
+    the spatial query's MLPs, the encoder's position scaling (DAB), the position / reference-point
+    head, the learned queries and the heads."""
+    m.rename_all(rf"transformer\.decoder\.query_scale\.layers\.(\d+)\.{WB}",
+                 r"transformer.decoder.spatial_query.query_scale.layers.\1.\2")
     if anchors:
-        m.move(src, "transformer.queries.refpoint_embed.weight")
-    else:
-        m.move(src, "transformer.queries.query_embed.weight")
+        m.rename_all(rf"transformer\.encoder\.query_scale\.layers\.(\d+)\.{WB}",
+                     r"transformer.encoder.query_scale.layers.\1.\2")
+        m.rename_all(rf"transformer\.decoder\.ref_anchor_head\.layers\.(\d+)\.{WB}",
+                     r"transformer.decoder.spatial_query.ref_anchor_head.layers.\1.\2")
+        m.rename_all(rf"transformer\.decoder\.ref_point_head\.layers\.(\d+)\.{WB}",
+                     r"transformer.decoder.ref_point_head.layers.\1.\2")
+        m.move(queries_key, "transformer.queries.refpoint_embed.weight")
+    else:  # Conditional DETR's ref_point_head maps the query embedding to its reference point
+        m.rename_all(rf"transformer\.decoder\.ref_point_head\.layers\.(\d+)\.{WB}",
+                     r"transformer.queries.ref_point_head.layers.\1.\2")
+        m.move(queries_key, "transformer.queries.query_embed.weight")
+    _heads(m, coco91=coco91, tied_box=anchors)
 
 
 def _heads(m: KeyMapper, coco91: bool, tied_box: bool) -> None:
@@ -145,54 +159,10 @@ def _official(state_dict: Mapping[str, Tensor], source: str, anchors: bool, dn: 
                                                          "linear2", "norm1", "norm2", "norm3"))
     m.rename_all(d + rf"(({names})\.{WB}|activation\.weight)", r"transformer.decoder.layers.\1.\2")
     m.rename_all(rf"transformer\.decoder\.norm\.{WB}", r"transformer.decoder.norm.\1")
-    m.rename_all(rf"transformer\.decoder\.query_scale\.layers\.(\d+)\.{WB}",
-                 r"transformer.decoder.spatial_query.query_scale.layers.\1.\2")
-    if anchors:
-        m.rename_all(rf"transformer\.encoder\.query_scale\.layers\.(\d+)\.{WB}",
-                     r"transformer.encoder.query_scale.layers.\1.\2")
-        m.rename_all(rf"transformer\.decoder\.ref_anchor_head\.layers\.(\d+)\.{WB}",
-                     r"transformer.decoder.spatial_query.ref_anchor_head.layers.\1.\2")
-        m.rename_all(rf"transformer\.decoder\.ref_point_head\.layers\.(\d+)\.{WB}",
-                     r"transformer.decoder.ref_point_head.layers.\1.\2")
-        _queries(m, "refpoint_embed.weight", anchors=True)
-    else:
-        m.rename_all(rf"transformer\.decoder\.ref_point_head\.layers\.(\d+)\.{WB}",
-                     r"transformer.queries.ref_point_head.layers.\1.\2")
-        _queries(m, "query_embed.weight", anchors=False)
-    _heads(m, coco91=True, tied_box=anchors)
+    _decoder_level(m, anchors, "refpoint_embed.weight" if anchors else "query_embed.weight", coco91=True)
     if dn:
         _label_embedding(m, "label_enc.weight", _official_label_enc)
     return m.finish()
-
-
-@register_source(
-    "conditional-detr-official",
-    "Atten4Vis/ConditionalDETR releases (ConditionalDETR_r50_epoch50.pth, ..._dc5...; 91 COCO ids)",
-    configs=CONDITIONAL_CONFIGS,
-    select_config=lambda sd: CONDITIONAL_CONFIGS[0],
-)
-def convert_conditional_detr_official(state_dict, drop_training_weights: bool = False):
-    return _official(state_dict, "conditional-detr-official", anchors=False, dn=False)
-
-
-@register_source(
-    "dab-detr-official",
-    "IDEA-Research/DAB-DETR releases (R50 / R50-DC5 checkpoint.pth without patterns; 91 COCO ids)",
-    configs=DAB_CONFIGS,
-    select_config=lambda sd: DAB_CONFIGS[0],
-)
-def convert_dab_detr_official(state_dict, drop_training_weights: bool = False):
-    return _official(state_dict, "dab-detr-official", anchors=True, dn=False)
-
-
-@register_source(
-    "dn-detr-official",
-    "IDEA-Research/DN-DETR releases of DN-DAB-DETR (R50 / R50-DC5 checkpoint.pth; 91 COCO ids)",
-    configs=DN_CONFIGS,
-    select_config=lambda sd: DN_CONFIGS[0],
-)
-def convert_dn_detr_official(state_dict, drop_training_weights: bool = False):
-    return _official(state_dict, "dn-detr-official", anchors=True, dn=True)
 
 
 # ------------------------------------------------------------------------------------- detrex
@@ -241,51 +211,43 @@ def _detrex(state_dict: Mapping[str, Tensor], source: str, anchors: bool, dn: bo
             m.rename_all(re.escape(src) + rf"norms\.{k}\.{WB}", dst + rf"norm{k + 1}.\1")
         _detrex_ffn(m, src, dst)
     m.rename_all(rf"transformer\.decoder\.post_norm_layer\.{WB}", r"transformer.decoder.norm.\1")
-    m.rename_all(rf"transformer\.decoder\.query_scale\.layers\.(\d+)\.{WB}",
-                 r"transformer.decoder.spatial_query.query_scale.layers.\1.\2")
-    if anchors:
-        m.rename_all(rf"transformer\.encoder\.query_scale\.layers\.(\d+)\.{WB}",
-                     r"transformer.encoder.query_scale.layers.\1.\2")
-        m.rename_all(rf"transformer\.decoder\.ref_anchor_head\.layers\.(\d+)\.{WB}",
-                     r"transformer.decoder.spatial_query.ref_anchor_head.layers.\1.\2")
-        m.rename_all(rf"transformer\.decoder\.ref_point_head\.layers\.(\d+)\.{WB}",
-                     r"transformer.decoder.ref_point_head.layers.\1.\2")
-        _queries(m, "anchor_box_embed.weight", anchors=True)
-    else:
-        m.rename_all(rf"transformer\.decoder\.ref_point_head\.layers\.(\d+)\.{WB}",
-                     r"transformer.queries.ref_point_head.layers.\1.\2")
-        _queries(m, "query_embed.weight", anchors=False)
-    _heads(m, coco91=False, tied_box=anchors)
+    _decoder_level(m, anchors, "anchor_box_embed.weight" if anchors else "query_embed.weight", coco91=False)
     if dn:
         _label_embedding(m, "denoising_generator.label_encoder.weight")
     return m.finish()
 
 
-@register_source(
+def _register(name: str, description: str, configs: Tuple[str, ...], fn, anchors: bool, dn: bool):
+    """Register ``fn(state_dict, name, anchors, dn)`` as source ``name`` (config: ``configs[0]``)."""
+
+    @register_source(name, description, configs=configs, select_config=lambda sd: configs[0])
+    def convert_source(state_dict: Mapping[str, Tensor], drop_training_weights: bool = False):
+        return fn(state_dict, name, anchors=anchors, dn=dn)
+
+    return convert_source
+
+
+convert_conditional_detr_official = _register(
+    "conditional-detr-official",
+    "Atten4Vis/ConditionalDETR releases (ConditionalDETR_r50_epoch50.pth, ..._dc5...; 91 COCO ids)",
+    CONDITIONAL_CONFIGS, _official, anchors=False, dn=False)
+convert_dab_detr_official = _register(
+    "dab-detr-official",
+    "IDEA-Research/DAB-DETR releases (R50 / R50-DC5 checkpoint.pth without patterns; 91 COCO ids)",
+    DAB_CONFIGS, _official, anchors=True, dn=False)
+convert_dn_detr_official = _register(
+    "dn-detr-official",
+    "IDEA-Research/DN-DETR releases of DN-DAB-DETR (R50 / R50-DC5 checkpoint.pth; 91 COCO ids)",
+    DN_CONFIGS, _official, anchors=True, dn=True)
+convert_detrex_conditional_detr = _register(
     "detrex-conditional-detr",
     "detrex Conditional DETR checkpoints (projects/conditional_detr, e.g. converted_conditional_detr_r50_50ep.pth)",
-    configs=CONDITIONAL_CONFIGS,
-    select_config=lambda sd: CONDITIONAL_CONFIGS[0],
-)
-def convert_detrex_conditional_detr(state_dict, drop_training_weights: bool = False):
-    return _detrex(state_dict, "detrex-conditional-detr", anchors=False, dn=False)
-
-
-@register_source(
+    CONDITIONAL_CONFIGS, _detrex, anchors=False, dn=False)
+convert_detrex_dab_detr = _register(
     "detrex-dab-detr",
     "detrex DAB-DETR checkpoints (projects/dab_detr, e.g. dab_detr_r50_50ep.pth; not the 3-pattern ones)",
-    configs=DAB_CONFIGS,
-    select_config=lambda sd: DAB_CONFIGS[0],
-)
-def convert_detrex_dab_detr(state_dict, drop_training_weights: bool = False):
-    return _detrex(state_dict, "detrex-dab-detr", anchors=True, dn=False)
-
-
-@register_source(
+    DAB_CONFIGS, _detrex, anchors=True, dn=False)
+convert_detrex_dn_detr = _register(
     "detrex-dn-detr",
     "detrex DN-DETR checkpoints (projects/dn_detr, e.g. dn_detr_r50_50ep.pth)",
-    configs=DN_CONFIGS,
-    select_config=lambda sd: DN_CONFIGS[0],
-)
-def convert_detrex_dn_detr(state_dict, drop_training_weights: bool = False):
-    return _detrex(state_dict, "detrex-dn-detr", anchors=True, dn=True)
+    DN_CONFIGS, _detrex, anchors=True, dn=True)

@@ -42,6 +42,7 @@ CASES = [
     pytest.param(TrainNetCase("tests/engine/configs/dino_r18_tiny.py"), id="dino_r18_tiny"),
     pytest.param(TrainNetCase("tests/engine/configs/co_dino_r18_tiny.py"), id="co_dino_r18_tiny"),
     pytest.param(TrainNetCase("tests/engine/configs/co_deformable_detr_tiny.py"), id="co_deformable_detr_tiny"),
+    pytest.param(TrainNetCase("tests/engine/configs/conditional_detr_r18_tiny.py"), id="conditional_detr_r18_tiny"),
 ]
 
 HAVE_CV2 = importlib.util.find_spec("cv2") is not None  # Detectron2's Visualizer needs OpenCV

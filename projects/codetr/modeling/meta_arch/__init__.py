@@ -1,8 +1,9 @@
 """Meta-architectures, registered in detectron2's META_ARCH_REGISTRY."""
 from .adamixer import AdaMixer, DEQDet, RNNDet
 from .co_detr import CoDETR
+from .conditional_detr import ConditionalDETR
 from .dino import DINO
 from .query_detector import QueryDetector
 from .tood import TOOD
 
-__all__ = ["AdaMixer", "CoDETR", "DEQDet", "DINO", "QueryDetector", "RNNDet", "TOOD"]
+__all__ = ["AdaMixer", "CoDETR", "ConditionalDETR", "DEQDet", "DINO", "QueryDetector", "RNNDet", "TOOD"]

@@ -1,5 +1,6 @@
 """Query sources: query groups, query-position modules, two-stage proposals."""
 from .group import QueryGroup
+from .learned import LearnedAnchorQueries, LearnedPointQueries
 from .positions import BoxSineQueryPosition
 
-__all__ = ["BoxSineQueryPosition", "QueryGroup"]
+__all__ = ["BoxSineQueryPosition", "LearnedAnchorQueries", "LearnedPointQueries", "QueryGroup"]

@@ -37,6 +37,7 @@ __all__ = [
     "apply_corner_noise",
     "centre_size_noise_offsets",
     "apply_centre_size_noise",
+    "apply_centre_noise",
 ]
 
 
@@ -189,6 +190,14 @@ def apply_centre_size_noise(boxes: Tensor, scale: float) -> Tensor:
     return (boxes + centre_size_noise_offsets(boxes, scale)).clamp(min=0.0, max=1.0)
 
 
+def apply_centre_noise(boxes: Tensor, scale: float) -> Tensor:
+    """DN-DETR's noise on the centres only (DN on 2-d reference points, the DN-DETR author's
+    recipe for Conditional DETR / Anchor DETR): the centre moves by ``U(-1, 1) * (w/2, h/2) *
+    scale`` and is clamped to [0, 1]; the size is returned unchanged. (..., 4) normalised cxcywh."""
+    centres = boxes[..., :2] + centre_size_noise_offsets(boxes, scale)[..., :2]
+    return torch.cat([centres.clamp(min=0.0, max=1.0), boxes[..., 2:]], dim=-1)
+
+
 def pad_targets(targets: List[Dict[str, Tensor]], max_gt: int, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
     """Stack per-image targets into padded tensors.
 
@@ -224,6 +233,10 @@ class DenoisingGenerator(nn.Module):
     is the "unknown" class) or ``cat([learned tgt (embed_dim - 1), 0])`` (deformable variant).
     That is the meta-architecture's job; this module only builds the denoising part.
 
+    ``noise_sizes=False`` (``mode="dn"`` only): noise the centres only and keep the sizes (DN on
+    2-d reference points: a point decoder takes the noised centre, ``ref_boxes[..., :2]``, as the
+    query's reference point; its box head predicts the size from the content).
+
     Groups: ``num_dn_queries`` set -> dynamic, ``max(1, num_dn_queries // max_gt)`` (DINO);
     ``fixed_num_groups`` set -> that many groups (DN-DETR: 5). Exactly one must be given.
 
@@ -240,6 +253,7 @@ class DenoisingGenerator(nn.Module):
         fixed_num_groups: Optional[int] = None,
         label_flip_prob: float = 0.25,
         box_noise_scale: float = 1.0,
+        noise_sizes: bool = True,
     ):
         super().__init__()
         if mode not in ("cdn", "dn"):
@@ -256,6 +270,11 @@ class DenoisingGenerator(nn.Module):
             raise ValueError(f"DenoisingGenerator: label_flip_prob={label_flip_prob}; expected in [0, 1]")
         if box_noise_scale < 0:
             raise ValueError(f"DenoisingGenerator: box_noise_scale={box_noise_scale}; expected >= 0")
+        if not noise_sizes and mode != "dn":
+            raise ValueError(
+                f"DenoisingGenerator: noise_sizes=False with mode={mode!r}; centre-only noise exists for mode 'dn' "
+                "(CDN's corner noise moves the sizes by construction)"
+            )
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.mode = mode
@@ -263,6 +282,7 @@ class DenoisingGenerator(nn.Module):
         self.fixed_num_groups = fixed_num_groups
         self.label_flip_prob = label_flip_prob
         self.box_noise_scale = box_noise_scale
+        self.noise_sizes = noise_sizes
         if self.contrastive:
             self.label_embedding = nn.Embedding(num_classes, embed_dim)
         else:
@@ -271,6 +291,15 @@ class DenoisingGenerator(nn.Module):
     @property
     def contrastive(self) -> bool:
         return self.mode == "cdn"
+
+    def matching_content(self) -> Tensor:
+        """DN-DETR (``mode="dn"``): the content of every matching query, (embed_dim,):
+        ``cat([label_embedding.weight[num_classes], 0])``, the learned "unknown" class with
+        denoising indicator 0 (DN-DAB-DETR; used at inference too)."""
+        if self.contrastive:
+            raise ValueError("DenoisingGenerator.matching_content: only mode 'dn' has an unknown-class row")
+        row = self.label_embedding.weight[self.num_classes]
+        return torch.cat([row, row.new_zeros(1)])
 
     def num_groups(self, max_gt: int) -> int:
         if self.fixed_num_groups is not None:
@@ -327,6 +356,8 @@ class DenoisingGenerator(nn.Module):
             return boxes
         if self.contrastive:
             return apply_corner_noise(boxes, negative, self.box_noise_scale)
+        if not self.noise_sizes:
+            return apply_centre_noise(boxes, self.box_noise_scale)
         return apply_centre_size_noise(boxes, self.box_noise_scale)
 
     def _content(self, labels: Tensor, valid: Tensor) -> Tensor:
@@ -362,9 +393,11 @@ def dn_detr_denoising(
     num_groups: int = 5,
     label_noise_scale: float = 0.2,
     box_noise_scale: float = 0.4,
+    noise_sizes: bool = True,
 ) -> DenoisingGenerator:
     """DN-DETR's denoising with its defaults (``--scalar 5 --label_noise_scale 0.2
-    --box_noise_scale 0.4``; the label flip probability is ``label_noise_scale``)."""
+    --box_noise_scale 0.4``; the label flip probability is ``label_noise_scale``).
+    ``noise_sizes=False``: DN on 2-d reference points (Conditional DETR), centres only."""
     return DenoisingGenerator(
         num_classes,
         embed_dim,
@@ -373,4 +406,5 @@ def dn_detr_denoising(
         fixed_num_groups=num_groups,
         label_flip_prob=label_noise_scale,
         box_noise_scale=box_noise_scale,
+        noise_sizes=noise_sizes,
     )

@@ -1,0 +1,49 @@
+"""Conditional DETR-R18 on the bundled synthetic shapes dataset, sized to train from scratch on a
+CPU, with the data and schedule of ``configs/dino/dino_r18_shapes.py``.
+
+A small Conditional DETR (hidden 128, 2 encoder / 3 decoder layers, 100 queries) on a randomly
+initialised ResNet-18 with BatchNorm (nothing frozen), C5 (stride 32), images resized to a short
+side of 128..192 (test: 160). 2 epochs of 500 iterations at batch 4; LR 5e-4 (backbone x 1)
+divided by 10 for the last 1/12 of the schedule. Defaults to ``train.device=cpu``.
+"""
+from detectron2.layers import ShapeSpec
+
+from ..common.data.shapes import dataloader
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import multistep
+from ..common.train_shapes import EPOCHS, train  # noqa: F401
+from .models.conditional_detr_r50 import model
+
+HIDDEN = 128
+
+train.output_dir = "./output/conditional_detr_r18_shapes"
+train.clip_grad.enabled = True
+train.clip_grad.max_norm = 0.1
+lr_multiplier = multistep([11], epochs=12)  # x0.1 for the last 1/12 of the run, as 11 of 12 epochs
+
+optimizer.lr = 5e-4
+optimizer.params.lr_factors = {}
+
+model.num_classes = 8
+model.num_queries = 100
+
+model.backbone.stem.norm = "BN"
+model.backbone.stages.depth = 18
+model.backbone.stages.pop("stride_in_1x1")  # BasicBlock (R18/34) has no such option
+model.backbone.stages.norm = "BN"
+model.backbone.freeze_at = 0
+model.neck.input_shapes = {"res5": ShapeSpec(channels=512, stride=32)}
+model.neck.out_channels = HIDDEN
+model.position_embedding.num_pos_feats = HIDDEN // 2
+
+model.transformer.encoder.update(num_layers=2, embed_dim=HIDDEN, ffn_dim=4 * HIDDEN)
+model.transformer.decoder.update(num_layers=3, embed_dim=HIDDEN, ffn_dim=4 * HIDDEN)
+model.transformer.queries.embed_dim = HIDDEN
+
+TRAIN_SIZES = [128, 144, 160, 176, 192]
+dataloader.train.mapper.augmentation.update(min_sizes=TRAIN_SIZES, max_size=320)
+dataloader.train.mapper.augmentation_with_crop.update(
+    min_sizes=TRAIN_SIZES, max_size=320, crop_resize_sizes=[128, 160, 192], crop_size=[96, 160]
+)
+dataloader.test.mapper.augmentation.update(short_size=160, max_size=272)
+dataloader.evaluator.output_dir = "${train.output_dir}"

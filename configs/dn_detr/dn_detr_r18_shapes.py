@@ -1,0 +1,13 @@
+"""DN-DETR-R18 on the shapes dataset: ``dab_detr_r18_shapes.py`` + DN-DETR denoising (5 groups,
+label flip 0.2, box noise 0.4, indicator bit), as ``dn_detr_r50_50ep.py``."""
+from detectron2.config import LazyCall as L
+
+from codetr.modeling.queries.denoising import dn_detr_denoising
+
+from ..dab_detr.dab_detr_r18_shapes import HIDDEN, dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+train.output_dir = "./output/dn_detr_r18_shapes"
+model.denoising = L(dn_detr_denoising)(
+    num_classes="${..num_classes}", embed_dim=HIDDEN, num_groups=5, label_noise_scale=0.2, box_noise_scale=0.4
+)
+model.criterion.with_dn = True

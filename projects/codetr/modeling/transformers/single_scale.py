@@ -1,0 +1,51 @@
+"""The single-scale transformer of Conditional DETR, DAB-DETR and DN-DETR: a DETR encoder on one
+feature level, learned matching queries, a conditional decoder."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from torch import Tensor, nn
+
+from codetr.modeling.decoders.conditional import ConditionalDecoder
+from codetr.modeling.encoders.detr import DETREncoder
+from codetr.modeling.encoders.output import EncoderOutput
+from codetr.modeling.queries.group import QueryGroup
+from codetr.modeling.queries.learned import LearnedAnchorQueries, LearnedPointQueries
+
+__all__ = ["SingleScaleTransformer"]
+
+
+class SingleScaleTransformer(nn.Module):
+    """Parameter container that a ``QueryDetector`` drives.
+
+    Args:
+        encoder: ``DETREncoder``.
+        decoder: ``ConditionalDecoder`` (2-d points for Conditional DETR, 4-d anchors for DAB-DETR).
+        queries: ``LearnedPointQueries`` (with a point decoder) or ``LearnedAnchorQueries`` (with a
+            box decoder).
+    """
+
+    def __init__(self, encoder: DETREncoder, decoder: ConditionalDecoder, queries: nn.Module):
+        super().__init__()
+        ref_dim = {LearnedPointQueries: 2, LearnedAnchorQueries: 4}.get(type(queries))
+        if ref_dim is None:
+            raise ValueError(f"SingleScaleTransformer: queries of type {type(queries).__name__}; expected "
+                             "LearnedPointQueries or LearnedAnchorQueries")
+        if ref_dim != decoder.box_coder.ref_dim:
+            raise ValueError(f"SingleScaleTransformer: {type(queries).__name__} give {ref_dim}-d references but the "
+                             f"decoder's box coder expects {decoder.box_coder.ref_dim}-d")
+        if encoder.embed_dim != decoder.embed_dim:
+            raise ValueError(f"SingleScaleTransformer: encoder width {encoder.embed_dim} != decoder width {decoder.embed_dim}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.queries = queries
+        self.embed_dim = decoder.embed_dim
+        self.num_queries = (queries.query_embed if ref_dim == 2 else queries.refpoint_embed).num_embeddings
+
+    def encode(self, features: List[Tensor], masks: List[Tensor], pos_embeds: List[Tensor]) -> EncoderOutput:
+        """See ``DETREncoder.encode`` (one level)."""
+        return self.encoder.encode(features, masks, pos_embeds)
+
+    def matching_queries(self, batch_size: int, content: Optional[Tensor] = None) -> QueryGroup:
+        """The matching group; ``content`` (C,) replaces the zero content (DN-DETR)."""
+        return self.queries(batch_size, content)

@@ -1,0 +1,189 @@
+"""Conditional DETR / DAB-DETR / DN-DETR / DN-Conditional-DETR on tiny models (CPU, seconds)."""
+import pytest
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import pairwise_iou
+
+from codetr.layers.position_encoding import PositionEmbeddingSine
+from codetr.modeling.criterion import DETRCriterion
+from codetr.modeling.decoders import ConditionalDecoder
+from codetr.modeling.encoders import DETREncoder
+from codetr.modeling.meta_arch import ConditionalDETR
+from codetr.modeling.necks import InputProjection
+from codetr.modeling.queries import LearnedAnchorQueries, LearnedPointQueries
+from codetr.modeling.queries.denoising import dn_detr_denoising
+from codetr.modeling.transformers import SingleScaleTransformer
+
+from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
+
+D, K = 32, 3
+VARIANTS = ["conditional", "dab", "dn_dab", "dn_conditional"]
+
+
+def tiny(variant="conditional", num_queries=12, seed=0, dropout=0.0):
+    torch.manual_seed(seed)
+    backbone = PatchBackbone()
+    points = variant in ("conditional", "dn_conditional")
+    dn = variant.startswith("dn_")
+    layer = dict(embed_dim=D, num_heads=4, ffn_dim=64, dropout=dropout, activation="relu" if points else "prelu")
+    if points:
+        decoder = ConditionalDecoder(2, num_classes=K, ref_dim=2, ref_point_head=dn, **layer)
+        queries = LearnedPointQueries(num_queries, D)
+    else:
+        decoder = ConditionalDecoder(2, num_classes=K, ref_dim=4, refine=True, ref_point_head=True, modulate_hw=True,
+                                     **layer)
+        queries = LearnedAnchorQueries(num_queries, D)
+    transformer = SingleScaleTransformer(DETREncoder(1, pos_scale=not points, **layer), decoder, queries)
+    denoising = dn_detr_denoising(K, D, num_groups=2, noise_sizes=not points) if dn else None
+    return ConditionalDETR(
+        backbone=backbone,
+        position_embedding=PositionEmbeddingSine(D // 2, temperature=10000 if points else 20, normalize=True),
+        neck=InputProjection(backbone.output_shape(), "res4", D),
+        transformer=transformer,
+        criterion=DETRCriterion(K, weight_class=2.0 if points else 1.0, with_dn=dn),
+        denoising=denoising,
+        select_box_nums_for_evaluation=20,
+        num_classes=K,
+        num_queries=num_queries,
+    )
+
+
+def test_registered():
+    assert META_ARCH_REGISTRY.get("ConditionalDETR") is ConditionalDETR
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_training_step_losses_and_gradients(variant):
+    model = tiny(variant).train()
+    losses = model(BATCH)
+    suffixes = ["", "_0"] + (["_dn", "_dn_0"] if variant.startswith("dn_") else [])
+    assert set(losses) == {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in suffixes}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == ["backbone.res5.weight", "backbone.res5.bias"]  # the neck reads res4 (DC5-like)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batched_inference_equals_single_image(variant):
+    model = tiny(variant, dropout=0.1).eval()
+    inputs = [make_input(128, 128, seed=5), make_input(64, 96, seed=6)]  # padded to 128 x 128
+    with torch.no_grad():
+        batched = model(inputs)
+        singles = [model([x])[0] for x in inputs]
+    for b, s in zip(batched, singles):
+        b, s = b["instances"], s["instances"]
+        assert len(b) == 20
+        torch.testing.assert_close(b.scores, s.scores, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b.pred_boxes.tensor, s.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
+        assert torch.equal(b.pred_classes, s.pred_classes)
+
+
+def test_dn_queries_take_noised_centres_as_reference_points():
+    model = tiny("dn_conditional").train()
+    images = model.preprocess_image(BATCH)
+    fixed = model.denoising(model.prepare_targets(BATCH, images.image_sizes))
+    group = model.fixed_group(fixed)
+    assert group.reference.shape[-1] == 2 and group.query_pos is None
+    torch.testing.assert_close(group.reference, fixed.ref_boxes[..., :2])
+    v = fixed.valid
+    torch.testing.assert_close(fixed.ref_boxes[..., 2:][v], fixed.boxes[..., 2:][v], atol=1e-6, rtol=0)
+
+
+def test_empty_batch_trains_with_denoising():
+    model = tiny("dn_dab").train()
+    batch = [make_input(64, 64, seed=8), make_input(64, 96, seed=9)]
+    losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.denoising.label_embedding.weight.grad is not None
+
+
+def test_bad_combinations_are_refused():
+    with pytest.raises(ValueError, match="noise_sizes=False"):
+        m = tiny("conditional")
+        dec = ConditionalDecoder(2, D, 4, 64, num_classes=K, ref_dim=2, ref_point_head=True)
+        ConditionalDETR(m.backbone, m.position_embedding, m.neck,
+                        SingleScaleTransformer(m.transformer.encoder, dec, LearnedPointQueries(12, D)),
+                        DETRCriterion(K, with_dn=True), dn_detr_denoising(K, D, num_groups=2))
+    with pytest.raises(ValueError, match="ref_point_head=True"):
+        m = tiny("conditional")
+        ConditionalDETR(m.backbone, m.position_embedding, m.neck, m.transformer, DETRCriterion(K, with_dn=True),
+                        dn_detr_denoising(K, D, num_groups=2, noise_sizes=False))
+    with pytest.raises(ValueError, match="2-d references but the decoder's box coder expects 4-d"):
+        SingleScaleTransformer(DETREncoder(1, D, 4, 64), ConditionalDecoder(1, D, 4, 64, ref_dim=4),
+                               LearnedPointQueries(3, D))
+    with pytest.raises(ValueError, match="num_classes=5"):
+        m = tiny("conditional")
+        ConditionalDETR(m.backbone, m.position_embedding, m.neck, m.transformer, DETRCriterion(K), num_classes=5)
+
+
+@pytest.mark.parametrize("variant", ["conditional", "dn_dab"])
+def test_bfloat16_autocast_training_step(variant):
+    model = tiny(variant).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(BATCH)
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+    sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize("variant", ["conditional", "dn_dab"])
+def test_tiny_model_overfits_two_images(variant):
+    model = tiny(variant, num_queries=12, seed=1).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    history = []
+    for _ in range(60):
+        loss = sum(model(BATCH).values())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+        history.append(loss.item())
+    assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5, history
+    model.eval()
+    with torch.no_grad():
+        results = model(BATCH)
+    for r, x in zip(results, BATCH):
+        inst, gt = r["instances"], x["instances"]
+        iou = pairwise_iou(gt.gt_boxes, inst.pred_boxes)
+        for g, label in enumerate(gt.gt_classes):
+            best = (inst.scores * (inst.pred_classes == label)).argmax()
+            assert iou[g, best] > 0.5, (variant, g, iou[g, best])
+
+
+def _co_conditional(variant="conditional_pos", seed=0):
+    """Co-DETR on a single-scale detector (no public code exists): the encoder map (stride 16
+    here) through the multi-scale adapter (strides 8..64) feeds an ATSS head whose positives
+    become fixed-target queries of the shared decoder; a point decoder needs a ref_point_head
+    for them (their positions come from their points)."""
+    from codetr.modeling.heads.atss_head import ATSSHead
+    from codetr.modeling.meta_arch import CoDETR
+    from codetr.modeling.necks import SingleScalePyramidAdapter
+    from codetr.modeling.queries.positive_queries import PositiveQueries
+
+    det = tiny("dab" if variant == "dab" else "conditional", seed=seed)
+    if variant == "conditional_pos":  # the point decoder with a position head for the positive queries
+        t = det.transformer
+        torch.manual_seed(seed)
+        t.decoder = ConditionalDecoder(2, D, 4, 64, dropout=0.0, num_classes=K, ref_dim=2, ref_point_head=True)
+    adapter = SingleScalePyramidAdapter(D, in_stride=16, strides=(8, 16, 32, 64), num_groups=8)
+    names = ["p3", "p4", "p5", "p6"]
+    head = ATSSHead(K, names, [8, 16, 32, 64], in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0)
+    return CoDETR(det, [head], PositiveQueries(1, D, K), pyramid_adapter=adapter)
+
+
+@pytest.mark.parametrize("variant", ["conditional_pos", "dab"])
+def test_co_detr_on_the_single_scale_family_trains_and_infers_as_the_detector(variant):
+    model = _co_conditional(variant).train()
+    losses = model(BATCH)
+    assert {"loss_cls_head0", "loss_class_aux0", "loss_bbox_aux0", "loss_class", "loss_class_0"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters()
+               if n.startswith(("pyramid_adapter.", "aux_heads.", "positive_queries.")))
+    model.eval()
+    with torch.no_grad():
+        co, alone = model(BATCH), model.detector(BATCH)
+    for a, b in zip(co, alone):  # inference is the detector alone
+        assert torch.equal(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)

@@ -41,7 +41,9 @@ def flatten_levels(maps: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor, List
     else:
         flat = torch.cat([m.flatten(1) for m in maps], 1)
     device = maps[0].device
-    spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
+    # torch.tensor, not torch.as_tensor: under torch.export with dynamic sizes, as_tensor bakes the
+    # example's sizes into a constant while torch.tensor traces them from the maps' shapes.
+    spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
     sizes = spatial_shapes.prod(1)
     level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     return flat, spatial_shapes, level_start_index, shapes

@@ -48,6 +48,7 @@ class ExportableDetector(nn.Module):
         super().__init__()
         self.model = model
         self.input_format = model.input_format
+        self.level_shapes = None
 
     def normalize(self, image: Tensor, size_divisibility: int) -> Tuple[Tensor, Tensor]:
         """uint8 (1, 3, H, W) -> normalised float (1, 3, H', W') zero-padded (after normalisation,
@@ -59,11 +60,19 @@ class ExportableDetector(nn.Module):
         x = (x - self.model.pixel_mean) / self.model.pixel_std
         h, w = x.shape[-2:]
         if size_divisibility > 1:
-            x = F.pad(x, (0, (-w) % size_divisibility, 0, (-h) % size_divisibility))
+            # written as d * ceil(size / d) so that torch.export sees multiples of d (fast tracing)
+            d = size_divisibility
+            x = F.pad(x, (0, d * ((w + d - 1) // d) - w, 0, d * ((h + d - 1) // d) - h))
         ys = torch.arange(x.shape[-2], device=x.device)
         xs = torch.arange(x.shape[-1], device=x.device)
         mask = (ys[:, None] >= h) | (xs[None, :] >= w)
         return x, mask[None]
+
+    def record_level_shapes(self, maps) -> None:
+        """Keep the (H_l, W_l) of the feature maps of an eager call in ``level_shapes`` (the
+        exporter checks them: ``torch.export`` specialises dynamic sizes equal to 1)."""
+        if not torch.compiler.is_compiling():
+            self.level_shapes = [tuple(int(s) for s in m.shape[-2:]) for m in maps]
 
     @staticmethod
     def finish(labels: Tensor, boxes: Tensor, scores: Tensor, h, w) -> Tuple[Tensor, Tensor, Tensor]:
@@ -104,6 +113,7 @@ class QueryDetectorExport(ExportableDetector):
         h, w = image.shape[-2:]
         x, mask = self.normalize(image, det.size_divisibility)
         enc = det.forward_transformer(SimpleNamespace(tensor=x, mask=mask))
+        self.record_level_shapes(enc["features"])
         outputs = det.forward_queries(enc)
         logits, boxes = outputs["pred_logits"][0].float(), outputs["pred_boxes"][0].float()
         num_queries, num_classes = logits.shape
@@ -136,16 +146,17 @@ class TOODExport(ExportableDetector):
         logits, boxes = head.predict(feats, anchors)
         logits, boxes = logits[0], boxes[0]
         num_classes = logits.shape[1]
+        self.record_level_shapes(feats)
+        # Per level the top-k pairs; the score threshold is applied after the NMS: a pair below
+        # it can suppress no pair above it (NMS suppresses lower scores only) and is then
+        # dropped, so the result equals threshold -> top-k -> NMS without data-dependent shapes
+        # before the NMS.
         all_boxes, all_scores, all_labels = [], [], []
         start = 0
         for a in anchors:
             count = a.shape[0]
-            # the top-k over all pairs then the threshold = the threshold then the top-k
             scores = logits[start : start + count].sigmoid().flatten()
-            k = torch.sym_min(head.test_topk_candidates, scores.shape[0])
-            scores, idx = scores.topk(k)
-            keep = scores > head.test_score_thresh
-            scores, idx = scores[keep], idx[keep]
+            scores, idx = scores.topk(torch.sym_min(head.test_topk_candidates, scores.shape[0]))
             all_boxes.append(boxes[start : start + count][idx // num_classes])
             all_scores.append(scores)
             all_labels.append(idx % num_classes)
@@ -153,7 +164,8 @@ class TOODExport(ExportableDetector):
         boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
         x1y1x2y2 = [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)]
         boxes = torch.stack(x1y1x2y2, -1)
-        keep = class_wise_nms(boxes, scores, labels, head.test_nms_thresh)[: head.test_detections_per_image]
+        keep = class_wise_nms(boxes, scores, labels, head.test_nms_thresh)
+        keep = keep[scores[keep] > head.test_score_thresh][: head.test_detections_per_image]
         return self.finish(labels[keep], boxes[keep], scores[keep], h, w)
 
 

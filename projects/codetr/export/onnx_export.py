@@ -20,17 +20,19 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .adapters import ExportableDetector, QueryDetectorExport, exportable
+from .adapters import ExportableDetector, QueryDetectorExport, TOODExport, exportable
 from .onnx_ops import ms_deform_attn_translation
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "INPUT_NAMES", "OUTPUT_NAMES"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
+# 19: the lowest opset with DeformConv (TOOD's T-Head). torch 2.14's dynamo exporter writes opset
+# 18 natively; its down-conversion to 17 writes ReduceProd-18 attributes ONNX Runtime rejects.
+DEFAULT_OPSET = 19
+MIN_OPSET = 18
 INPUT_NAMES = ["image"]
 OUTPUT_NAMES = ["labels", "boxes", "scores"]
-OPTIMIZE = os.environ.get("CODETR_ONNX_OPTIMIZE", "0") == "1"
 
 
 def _check_size(image_size) -> tuple:
@@ -57,8 +59,9 @@ def export_onnx(
         image_size: (H, W) of the graph's input; with ``dynamic`` only the example traced (the
             graph then accepts any size; the traced sizes should be typical ones).
         dynamic: export with dynamic H and W.
-        opset: ONNX opset (>= 18: torch 2.14's exporter implements no lower one; its automatic
-            down-conversion to 17 writes ReduceProd-18 nodes that ONNX Runtime rejects).
+        opset: ONNX opset, >= 18 (torch 2.14's exporter implements no lower one: its automatic
+            down-conversion to 17 writes ReduceProd-18 nodes that ONNX Runtime rejects); TOOD
+            needs >= 19 (DeformConv).
         deform_attn: "grid_sample" or "gather", see ``codetr.export.onnx_ops``.
         seed: seed of the random example image.
 
@@ -66,16 +69,25 @@ def export_onnx(
         ``path``.
     """
     h, w = _check_size(image_size)
-    if opset < DEFAULT_OPSET:
+    if opset < MIN_OPSET:
         raise ValueError(
-            f"export_onnx: opset {opset} is not supported; use >= {DEFAULT_OPSET} (torch's dynamo exporter converts "
-            "lower opsets with errors: ReduceProd-18 attributes in an opset-17 graph)"
+            f"export_onnx: opset {opset} is not supported; use >= {MIN_OPSET} (torch 2.14's exporter converts lower "
+            "opsets with errors: ReduceProd-18 attributes in an opset-17 graph that ONNX Runtime rejects)"
         )
     adapter: ExportableDetector = exportable(model.cpu())
+    if isinstance(adapter, TOODExport) and opset < 19:
+        raise ValueError(f"export_onnx: TOOD needs opset >= 19 (DeformConv of the T-Head), got {opset}")
     generator = torch.Generator().manual_seed(seed)
     example = torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8, generator=generator)
     dynamic_shapes = None
     if dynamic:
+        with torch.no_grad():
+            adapter(example)
+        if any(s <= 1 for shape in adapter.level_shapes for s in shape):
+            raise ValueError(
+                f"export_onnx: the example size {(h, w)} gives feature levels {adapter.level_shapes}; a dynamic "
+                "export needs every level at least 2 x 2 (torch.export specialises sizes 1): use a larger image_size"
+            )
         dim = torch.export.Dim.DYNAMIC
         dynamic_shapes = {"image": {2: dim, 3: dim}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -89,8 +101,10 @@ def export_onnx(
             output_names=OUTPUT_NAMES,
             dynamic_shapes=dynamic_shapes,
             custom_translation_table={torch.ops.codetr.ms_deform_attn.default: ms_deform_attn_translation(deform_attn, opset)},
-            verbose=None,
-            optimize=OPTIMIZE,
+            verbose=False,
+            # the exporter's graph optimiser (onnxscript 0.7.2) left a Clip reading a removed
+            # constant ("sigmoid_min_1": invalid graph); ONNX Runtime optimises at load anyway
+            optimize=False,
         )
     metadata = {
         "codetr.model": type(model).__name__,

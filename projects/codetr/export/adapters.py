@@ -18,7 +18,6 @@ head's raw predictions) and re-implements the post-processing with tensor operat
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 from typing import Tuple
 
 import torch
@@ -32,6 +31,14 @@ from codetr.modeling.meta_arch import DINO, TOOD, CoDETR
 __all__ = ["ExportableDetector", "QueryDetectorExport", "TOODExport", "UnsupportedModelError", "exportable"]
 
 logger = logging.getLogger(__name__)
+
+
+class _Images:
+    """What ``DINO.forward_transformer`` reads of its ImageList: the padded batch ``tensor``
+    (N, 3, H, W) and the padding ``mask`` (N, H, W). (A plain class: dynamo traces it.)"""
+
+    def __init__(self, tensor: Tensor, mask: Tensor):
+        self.tensor, self.mask = tensor, mask
 
 
 class UnsupportedModelError(ValueError):
@@ -112,7 +119,7 @@ class QueryDetectorExport(ExportableDetector):
         det = self.model
         h, w = image.shape[-2:]
         x, mask = self.normalize(image, det.size_divisibility)
-        enc = det.forward_transformer(SimpleNamespace(tensor=x, mask=mask))
+        enc = det.forward_transformer(_Images(x, mask))
         self.record_level_shapes(enc["features"])
         outputs = det.forward_queries(enc)
         logits, boxes = outputs["pred_logits"][0].float(), outputs["pred_boxes"][0].float()

@@ -15,8 +15,8 @@ image, with randomly initialised weights (latency does not depend on them):
   ``MSDeformAttn`` (``use_reference_op=True``);
 - ``compile``: ``torch.compile`` (inductor) of the same module; the first call's compile time
   is reported apart;
-- ``onnxruntime``: the graph exported by ``export_onnx`` (fixed size; GridSample form of the op
-  unless ``--deform-attn gather``), ``CPUExecutionProvider`` (``--device cuda``:
+- ``onnxruntime`` / ``onnxruntime_gather``: the graph exported by ``export_onnx`` (fixed size;
+  the GridSample / the gather form of the op), ``CPUExecutionProvider`` (``--device cuda``:
   ``CUDAExecutionProvider``, which needs the ``onnxruntime-gpu`` package); export and session
   creation are reported apart.
 
@@ -41,7 +41,7 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "projects"))
 
-MODES = ("eager", "reference", "compile", "onnxruntime")
+MODES = ("eager", "reference", "compile", "onnxruntime", "onnxruntime_gather")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: PyTorch modes on the GPU, ONNX Runtime with CUDAExecutionProvider when installed")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    p.add_argument("--deform-attn", choices=("grid_sample", "gather"), default="grid_sample")
     p.add_argument("--onnx", default="", help="where to keep the exported graph (default: a temporary file)")
     p.add_argument("--markdown", default="", help="also write the table to this file")
     p.add_argument("--run-mode", choices=MODES, help=argparse.SUPPRESS)  # internal: one mode, JSON out
@@ -120,8 +119,10 @@ def run_mode(args) -> Dict:
         from codetr.export.onnx_export import export_onnx
 
         path = args.onnx or os.path.join(tempfile.mkdtemp(), "model.onnx")
+        if args.run_mode == "onnxruntime_gather":
+            path = os.path.splitext(path)[0] + "_gather.onnx"
         start = time.perf_counter()
-        export_onnx(model, path, (h, w), deform_attn=args.deform_attn)
+        export_onnx(model, path, (h, w), deform_attn="gather" if args.run_mode == "onnxruntime_gather" else "grid_sample")
         extra["export s"] = time.perf_counter() - start
         del model, adapter
         options = ort.SessionOptions()
@@ -156,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for mode in args.modes:
         cmd = [sys.executable, os.path.abspath(__file__), "--run-mode", mode, "--config-file", args.config_file,
                "--image-size", *map(str, args.image_size), "--iters", str(args.iters), "--threads", str(args.threads),
-               "--deform-attn", args.deform_attn, "--device", args.device] + (["--onnx", args.onnx] if args.onnx else []) + args.opts
+               "--device", args.device] + (["--onnx", args.onnx] if args.onnx else []) + args.opts
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

@@ -16,9 +16,10 @@ image, with randomly initialised weights (latency does not depend on them):
 - ``compile``: ``torch.compile`` (inductor) of the same module; the first call's compile time
   is reported apart;
 - ``onnxruntime`` / ``onnxruntime_gather``: the graph exported by ``export_onnx`` (fixed size;
-  the GridSample / the gather form of the op), ``CPUExecutionProvider`` (``--device cuda``:
+  the GridSample / the gather form of the op; exported first, by a process of its own),
+  ``CPUExecutionProvider`` (``--device cuda``:
   ``CUDAExecutionProvider``, which needs the ``onnxruntime-gpu`` package); export and session
-  creation are reported apart.
+  creation are reported apart (with the export's peak RSS).
 
 Each mode runs in its own subprocess, so that "peak RSS" (``ru_maxrss`` of that process: model,
 weights, and everything the mode allocated, including compilation) is its own. Threads: torch
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--onnx", default="", help="where to keep the exported graph (default: a temporary file)")
     p.add_argument("--markdown", default="", help="also write the table to this file")
-    p.add_argument("--run-mode", choices=MODES, help=argparse.SUPPRESS)  # internal: one mode, JSON out
+    p.add_argument("--run-mode", choices=MODES + ("export", "export_gather"), help=argparse.SUPPRESS)  # internal: one mode, JSON out
+    p.add_argument("--save-outputs", default="", help=argparse.SUPPRESS)  # internal: detections as .npz
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return p
 
@@ -76,6 +78,12 @@ def _time(fn, iters: int, sync) -> List[float]:
     return times
 
 
+def _onnx_path(args) -> str:
+    """Where the ONNX graph of the ``onnxruntime`` / ``onnxruntime_gather`` modes is written."""
+    gather = args.run_mode.endswith("gather")
+    return os.path.splitext(args.onnx)[0] + ("_gather.onnx" if gather else ".onnx")
+
+
 def run_mode(args) -> Dict:
     import torch
     from detectron2.config import LazyConfig, instantiate
@@ -85,15 +93,24 @@ def run_mode(args) -> Dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
-    model = instantiate(cfg.model).cpu().eval()
     h, w = args.image_size
     image = torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    onnxruntime_mode = args.run_mode.startswith("onnxruntime")
+    if not onnxruntime_mode:  # ONNX Runtime runs the graph alone (no PyTorch model in its memory)
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+        model = instantiate(cfg.model).cpu().eval()
+    if args.run_mode.startswith("export"):
+        from codetr.export.onnx_export import export_onnx
+
+        start = time.perf_counter()
+        export_onnx(model, _onnx_path(args), (h, w), deform_attn="gather" if args.run_mode == "export_gather" else "grid_sample")
+        return {"mode": args.run_mode, "export s": time.perf_counter() - start, "peak_rss_mib": _peak_rss_mib()}
     cuda = args.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    adapter = exportable(model)
-    if cuda and args.run_mode != "onnxruntime":
-        adapter, image = adapter.cuda(), image.cuda()
+    if not onnxruntime_mode:
+        adapter = exportable(model)
+        if cuda:
+            adapter, image = adapter.cuda(), image.cuda()
     extra: Dict[str, float] = {}
     if args.run_mode == "reference":
         for m in model.modules():
@@ -116,15 +133,6 @@ def run_mode(args) -> Dict:
     else:
         import onnxruntime as ort
 
-        from codetr.export.onnx_export import export_onnx
-
-        path = args.onnx or os.path.join(tempfile.mkdtemp(), "model.onnx")
-        if args.run_mode == "onnxruntime_gather":
-            path = os.path.splitext(path)[0] + "_gather.onnx"
-        start = time.perf_counter()
-        export_onnx(model, path, (h, w), deform_attn="gather" if args.run_mode == "onnxruntime_gather" else "grid_sample")
-        extra["export s"] = time.perf_counter() - start
-        del model, adapter
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
@@ -132,7 +140,7 @@ def run_mode(args) -> Dict:
         if provider not in ort.get_available_providers():
             raise RuntimeError(f"onnxruntime has no {provider} (providers: {ort.get_available_providers()})")
         start = time.perf_counter()
-        session = ort.InferenceSession(path, options, providers=[provider])
+        session = ort.InferenceSession(_onnx_path(args), options, providers=[provider])
         extra["session s"] = time.perf_counter() - start
         feed = {"image": image.numpy()}
 
@@ -141,11 +149,27 @@ def run_mode(args) -> Dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = _time(fn, args.iters, sync)
-    out = fn()
-    num = len(out[2]) if isinstance(out, (list, tuple)) else -1
+    out = [o.detach().cpu().numpy() if hasattr(o, "detach") else o for o in fn()]
+    num = len(out[2])
+    if args.save_outputs:
+        import numpy as np
+
+        np.savez(args.save_outputs, labels=out[0], boxes=out[1], scores=out[2])
     if cuda:
         extra["peak CUDA MiB"] = torch.cuda.max_memory_allocated() / 2**20
     return {"mode": args.run_mode, "times": times, "peak_rss_mib": _peak_rss_mib(), "detections": num, **extra}
+
+
+def _parity(outputs_dir: str, mode: str) -> str:
+    """The detections of ``mode`` against eager's: same labels? max |box| (px) and |score| gaps."""
+    import numpy as np
+
+    a, b = (np.load(os.path.join(outputs_dir, f"{m}.npz")) for m in (mode, "eager"))
+    if a["labels"].shape != b["labels"].shape:
+        return f"{len(a['labels'])} vs {len(b['labels'])} detections"
+    same = "same labels" if (a["labels"] == b["labels"]).all() else "labels differ"
+    return (f"{same}, boxes {np.abs(a['boxes'] - b['boxes']).max():.1e} px, "
+            f"scores {np.abs(a['scores'] - b['scores']).max():.1e}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -154,10 +178,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("RESULT " + json.dumps(run_mode(args)))
         return 0
     results = []
+    outputs_dir = tempfile.mkdtemp()
+    args.onnx = args.onnx or os.path.join(outputs_dir, "model.onnx")
+    exported = {}
     for mode in args.modes:
+        if mode.startswith("onnxruntime"):  # export first, in a process of its own
+            export = mode.replace("onnxruntime", "export")
+            cmd = [sys.executable, os.path.abspath(__file__), "--run-mode", export, "--config-file", args.config_file,
+                   "--image-size", *map(str, args.image_size), "--onnx", args.onnx] + args.opts
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                print(f"{export}: failed (exit {proc.returncode})\n{proc.stderr[-3000:]}", file=sys.stderr)
+                results.append({"mode": mode, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "?"})
+                continue
+            exported[mode] = json.loads(lines[-1][len("RESULT "):])
+            print(f"{export}: {exported[mode]}", flush=True)
         cmd = [sys.executable, os.path.abspath(__file__), "--run-mode", mode, "--config-file", args.config_file,
+               "--save-outputs", os.path.join(outputs_dir, f"{mode}.npz"),
                "--image-size", *map(str, args.image_size), "--iters", str(args.iters), "--threads", str(args.threads),
-               "--device", args.device] + (["--onnx", args.onnx] if args.onnx else []) + args.opts
+               "--device", args.device, "--onnx", args.onnx] + args.opts
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -166,22 +206,27 @@ def main(argv: Optional[List[str]] = None) -> int:
             results.append({"mode": mode, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "?"})
             continue
         results.append(json.loads(lines[-1][len("RESULT "):]))
+        if mode in exported:
+            results[-1]["export s"] = exported[mode]["export s"]
+            results[-1]["export peak RSS MiB"] = exported[mode]["peak_rss_mib"]
         print(f"{mode}: {results[-1]}", flush=True)
     eager = next((r for r in results if r["mode"] == "eager" and "times" in r), None)
     base = statistics.median(eager["times"]) if eager else None
+    for r in results:
+        r["parity"] = _parity(outputs_dir, r["mode"]) if eager and "times" in r else "-"
     rows = [
-        f"| mode | median s/image ({args.iters} iters) | min s | vs eager | peak RSS MiB | detections | other |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| mode | median s/image ({args.iters} iters) | min s | vs eager | peak RSS MiB | detections | vs eager's detections | other |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         if "times" not in r:
-            rows.append(f"| {r['mode']} | failed: {r['error'][:120]} | | | | | |")
+            rows.append(f"| {r['mode']} | failed: {r['error'][:120]} | | | | | | |")
             continue
         med = statistics.median(r["times"])
         ratio = f"{med / base:.2f}x" if base else "-"
         other = ", ".join(f"{k} {v:.1f}" for k, v in r.items() if k.endswith((" s", " MiB")) and k != "peak_rss_mib")
         rows.append(f"| {r['mode']} | {med:.2f} | {min(r['times']):.2f} | {ratio} | {r['peak_rss_mib']:.0f} | "
-                    f"{r['detections']} | {other} |")
+                    f"{r['detections']} | {r['parity']} | {other} |")
     table = "\n".join(rows)
     print(table)
     if args.markdown:

@@ -175,3 +175,17 @@ def test_co_detr_checkpoint_loads_into_dino_dropping_aux_weights(tmp_path):
     torch.save({"model": tiny_tood().state_dict()}, path)
     with pytest.raises(ValueError, match="does not fit DINO: missing keys"):
         load_inference_weights(dino, path)
+
+
+def test_cli_refuses_weights_of_another_model(tmp_path, capsys):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(root, "tools"))
+    import export_onnx as cli
+
+    weights = str(tmp_path / "tood.pth")
+    torch.save({"model": tiny_tood().state_dict()}, weights)
+    code = cli.main(["--config-file", os.path.join(root, "configs/dino/dino_r18_shapes.py"), "--weights", weights,
+                     "--output", str(tmp_path / "m.onnx"), "--image-size", "192", "256"])
+    assert code == 2
+    assert "does not fit DINO: missing keys" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "m.onnx")

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--onnx", default="", help="where to keep the exported graph (default: a temporary file)")
     p.add_argument("--markdown", default="", help="also write the table to this file")
-    p.add_argument("--run-mode", choices=MODES + ("export", "export_gather"), help=argparse.SUPPRESS)  # internal: one mode, JSON out
+    # internal: run one mode (or one export) and print its figures as JSON
+    p.add_argument("--run-mode", choices=MODES + ("export", "export_gather"), help=argparse.SUPPRESS)
     p.add_argument("--save-outputs", default="", help=argparse.SUPPRESS)  # internal: detections as .npz
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return p
@@ -103,7 +104,8 @@ def run_mode(args) -> Dict:
         from codetr.export.onnx_export import export_onnx
 
         start = time.perf_counter()
-        export_onnx(model, _onnx_path(args), (h, w), deform_attn="gather" if args.run_mode == "export_gather" else "grid_sample")
+        form = "gather" if args.run_mode == "export_gather" else "grid_sample"
+        export_onnx(model, _onnx_path(args), (h, w), deform_attn=form)
         return {"mode": args.run_mode, "export s": time.perf_counter() - start, "peak_rss_mib": _peak_rss_mib()}
     cuda = args.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -219,7 +221,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for r in results:
         r["parity"] = _parity(outputs_dir, r["mode"]) if eager and "times" in r else "-"
     rows = [
-        f"| mode | median s/image ({args.iters} iters) | min s | vs eager | peak RSS MiB | detections | vs eager's detections | other |",
+        f"| mode | median s/image ({args.iters} iters) | min s | vs eager | peak RSS MiB | detections "
+        "| vs eager's detections | other |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:

@@ -124,7 +124,9 @@ def test_ms_deform_attn_translations_equal_the_reference(tmp_path, implementatio
     torch.onnx.export(
         Attend(), inputs(2, 9, 13, 5, 0), path, dynamo=True, opset_version=19, input_names=["x", "loc", "w"],
         dynamic_shapes={"x": {0: "N", 2: "H", 3: "W"}, "locations": {0: "N", 1: "Q"}, "weights": {0: "N", 1: "Q"}},
-        custom_translation_table={torch.ops.codetr.ms_deform_attn.default: ms_deform_attn_translation(implementation, 19)},
+        custom_translation_table={
+            torch.ops.codetr.ms_deform_attn.default: ms_deform_attn_translation(implementation, 19)
+        },
         optimize=False, verbose=False,
     )
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

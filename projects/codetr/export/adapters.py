@@ -106,6 +106,13 @@ class QueryDetectorExport(ExportableDetector):
     ``nms="nms"`` is exported (class-wise, ONNX ``NonMaxSuppression``); ``nms="soft_nms"`` has no
     ONNX operator and is dropped: the graph returns the top ``select_box_nums_for_evaluation``
     pairs, as the model with ``nms=None``.
+
+    What it reads of the detector (the whole interface): ``pixel_mean``, ``pixel_std``,
+    ``input_format``, ``size_divisibility``; ``forward_transformer(images)`` (``images.tensor``
+    (N, 3, H, W), ``images.mask`` (N, H, W)) -> encoder output with ``"features"`` (the L neck
+    maps); ``forward_queries(enc)`` -> ``"pred_logits"`` (N, Q, K), ``"pred_boxes"`` (N, Q, 4)
+    normalised cxcywh; ``select_box_nums_for_evaluation``, ``nms``, ``nms_pre_topk``,
+    ``nms_iou_threshold``.
     """
 
     def __init__(self, model: DINO):
@@ -141,7 +148,13 @@ class QueryDetectorExport(ExportableDetector):
 class TOODExport(ExportableDetector):
     """TOOD: backbone (FPN) and the T-Head's raw predictions (``head.anchors`` / ``head.predict``),
     then ``dense_detections``: per level the top candidates above the score threshold, boxes
-    clipped, class-wise NMS, the best ``test_detections_per_image``."""
+    clipped, class-wise NMS, the best ``test_detections_per_image``.
+
+    Reads: ``pixel_mean``, ``pixel_std``, ``input_format``, ``size_divisibility``, ``backbone``
+    (dict of maps), ``head.in_features``, ``head.anchors(feats)`` (per level (A_l, 4)),
+    ``head.predict(feats, anchors)`` -> logits (N, A, K), boxes (N, A, 4) xyxy absolute,
+    ``head.test_topk_candidates``, ``test_score_thresh``, ``test_nms_thresh``,
+    ``test_detections_per_image``."""
 
     def forward(self, image: Tensor):
         head = self.model.head

@@ -13,9 +13,8 @@ Uses torch's dynamo exporter (``torch.onnx.export(dynamo=True)``, which needs ``
 """
 from __future__ import annotations
 
-import logging
 import os
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -24,8 +23,6 @@ from .adapters import ExportableDetector, QueryDetectorExport, TOODExport, expor
 from .onnx_ops import ms_deform_attn_translation
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "INPUT_NAMES", "OUTPUT_NAMES"]
-
-logger = logging.getLogger(__name__)
 
 # 19: the lowest opset with DeformConv (TOOD's T-Head). torch 2.14's dynamo exporter writes opset
 # 18 natively; its down-conversion to 17 writes ReduceProd-18 attributes ONNX Runtime rejects.
@@ -91,6 +88,7 @@ def export_onnx(
         dim = torch.export.Dim.DYNAMIC
         dynamic_shapes = {"image": {2: dim, 3: dim}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    translation = {torch.ops.codetr.ms_deform_attn.default: ms_deform_attn_translation(deform_attn, opset)}
     with torch.no_grad():
         program = torch.onnx.export(
             adapter,
@@ -100,7 +98,7 @@ def export_onnx(
             input_names=INPUT_NAMES,
             output_names=OUTPUT_NAMES,
             dynamic_shapes=dynamic_shapes,
-            custom_translation_table={torch.ops.codetr.ms_deform_attn.default: ms_deform_attn_translation(deform_attn, opset)},
+            custom_translation_table=translation,
             verbose=False,
             # the exporter's graph optimiser (onnxscript 0.7.2) left a Clip reading a removed
             # constant ("sigmoid_min_1": invalid graph); ONNX Runtime optimises at load anyway

@@ -133,7 +133,9 @@ def ms_deform_attn_translation(implementation: str = "grid_sample", opset: int =
     """The ONNX translation of ``codetr::ms_deform_attn`` (``implementation``: "grid_sample" or
     "gather", see the module doc) for ``torch.onnx.export(custom_translation_table=...)``."""
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"ms_deform_attn ONNX translation: implementation={implementation!r}; expected one of {IMPLEMENTATIONS}")
+        raise ValueError(
+            f"ms_deform_attn ONNX translation: implementation={implementation!r}; expected one of {IMPLEMENTATIONS}"
+        )
     if opset < MIN_OPSET:
         raise ValueError(f"ms_deform_attn ONNX translation: opset {opset} < {MIN_OPSET} (GridSample)")
     op = _opset(opset)

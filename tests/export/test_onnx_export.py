@@ -206,3 +206,19 @@ def test_dino_hard_nms_in_the_exported_module_equals_the_model():
     expected = pytorch_detections(model, image)
     assert 5 < len(expected[2]) < 60  # the NMS removed pairs
     assert_same_detections(got, expected)
+
+
+def test_deformable_detr_pp_graph(tmp_path):
+    """Co-Deformable-DETR's detector (Deformable-DETR++: query positions from pos_trans, no
+    decoder norm, top-k by class 0, no denoising) through the same adapter, fixed size."""
+    from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
+
+    model = tiny_dino(denoising=None).eval()
+    torch.manual_seed(1)
+    kw = dict(embed_dim=32, num_heads=4, num_levels=4, num_points=2, ffn_dim=64)
+    decoder = DINODecoder(2, num_classes=3, query_pos="given", post_norm=False, **kw)
+    model.transformer = DINOTransformer(DeformableEncoder(1, **kw), decoder, num_feature_levels=4, num_queries=20,
+                                        embed_dim=32, num_classes=3, select_by="first_class",
+                                        enc_outputs="all").eval()
+    assert model.transformer.gives_query_pos
+    check_parity(model, str(tmp_path / "ddetr_pp.onnx"), [(120, 150)], dynamic=False)

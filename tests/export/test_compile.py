@@ -9,7 +9,8 @@ from torch._dynamo.backends.common import aot_autograd
 
 from codetr.export import exportable
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling"))
+_MODELING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling")
+sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny builders (either layout)
 from test_dino import tiny_dino  # noqa: E402
 
 

@@ -18,7 +18,9 @@ from codetr.export.onnx_ops import ms_deform_attn_translation  # noqa: E402
 from codetr.export.weights import load_inference_weights  # noqa: E402
 from codetr.layers.ms_deform_attn import ms_deform_attn, ms_deform_attn_reference  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling"))
+_MODELING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling")
+sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny builders (either layout)
+from test_co_deformable_detr import deformable_transformer  # noqa: E402
 from test_co_detr import tiny_co_detr  # noqa: E402
 from test_dino import tiny_dino  # noqa: E402
 from test_tood import tiny_tood  # noqa: E402
@@ -220,16 +222,8 @@ def test_dino_hard_nms_in_the_exported_module_equals_the_model():
 def test_deformable_detr_pp_graph(tmp_path):
     """Co-Deformable-DETR's detector (Deformable-DETR++: query positions from pos_trans, no
     decoder norm, top-k by class 0, no denoising) through the same adapter, fixed size."""
-    from codetr.modeling.transformer import DeformableEncoder, DINODecoder, DINOTransformer
-
     model = tiny_dino(denoising=None).eval()
-    torch.manual_seed(1)
-    kw = dict(embed_dim=32, num_heads=4, num_levels=4, num_points=2, ffn_dim=64)
-    decoder = DINODecoder(2, num_classes=3, query_pos="given", post_norm=False, **kw)
-    model.transformer = DINOTransformer(DeformableEncoder(1, **kw), decoder, num_feature_levels=4, num_queries=20,
-                                        embed_dim=32, num_classes=3, select_by="first_class",
-                                        enc_outputs="all").eval()
-    assert model.transformer.gives_query_pos
+    model.transformer = deformable_transformer(num_queries=20, num_levels=4, seed=1)  # width 32, 3 classes
     check_parity(model, str(tmp_path / "ddetr_pp.onnx"), [(120, 150)], dynamic=False)
 
 

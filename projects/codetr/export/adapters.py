@@ -28,17 +28,33 @@ from torchvision.ops import nms
 from codetr.layers.box_ops import box_cxcywh_to_xyxy
 from codetr.modeling.meta_arch import DINO, TOOD, CoDETR
 
+try:  # issue 10's base of the DETR family (DINO subclasses it)
+    from codetr.modeling.meta_arch import QueryDetector
+except ImportError:  # before it: DINO is the family
+    QueryDetector = DINO
+
 __all__ = ["ExportableDetector", "QueryDetectorExport", "TOODExport", "UnsupportedModelError", "exportable"]
 
 logger = logging.getLogger(__name__)
 
 
 class _Images:
-    """What ``DINO.forward_transformer`` reads of its ImageList: the padded batch ``tensor``
+    """What the detector's ``encode`` reads of its ImageList: the padded batch ``tensor``
     (N, 3, H, W) and the padding ``mask`` (N, H, W). (A plain class: dynamo traces it.)"""
 
     def __init__(self, tensor: Tensor, mask: Tensor):
         self.tensor, self.mask = tensor, mask
+
+
+def _encode(det: nn.Module, images: _Images):
+    """The detector's encoder output and its L neck maps: ``QueryDetector.encode`` ->
+    ``EncoderOutput`` (``.features``), or, before issue 10's refactor, ``DINO.forward_transformer``
+    -> dict (``["features"]``). (The second branch can go once every branch has the first.)"""
+    if hasattr(det, "encode"):
+        enc = det.encode(images)
+        return enc, enc.features
+    enc = det.forward_transformer(images)
+    return enc, enc["features"]
 
 
 class UnsupportedModelError(ValueError):
@@ -99,23 +115,23 @@ def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold:
 
 
 class QueryDetectorExport(ExportableDetector):
-    """DINO family (DINO 4/5-scale, DN-Deformable-DETR, Deformable-DETR++): backbone, neck and
-    encoder (``forward_transformer``), query selection and decoder (``forward_queries``), then
-    the top-k (query, class) pairs of ``DINO.inference``.
+    """DETR family (DINO 4/5-scale, DN-Deformable-DETR, Deformable-DETR++): backbone, neck and
+    encoder (``encode``), query selection and decoder (``forward_queries``), then the top-k
+    (query, class) pairs of the detector's ``inference`` (sigmoid scores).
 
     ``nms="nms"`` is exported (class-wise, ONNX ``NonMaxSuppression``); ``nms="soft_nms"`` has no
     ONNX operator and is dropped: the graph returns the top ``select_box_nums_for_evaluation``
     pairs, as the model with ``nms=None``.
 
     What it reads of the detector (the whole interface): ``pixel_mean``, ``pixel_std``,
-    ``input_format``, ``size_divisibility``; ``forward_transformer(images)`` (``images.tensor``
-    (N, 3, H, W), ``images.mask`` (N, H, W)) -> encoder output with ``"features"`` (the L neck
-    maps); ``forward_queries(enc)`` -> ``"pred_logits"`` (N, Q, K), ``"pred_boxes"`` (N, Q, 4)
+    ``input_format``, ``size_divisibility``; ``encode(images)`` (``images.tensor`` (N, 3, H, W),
+    ``images.mask`` (N, H, W)) -> encoder output with the L neck maps (``_encode``);
+    ``forward_queries(enc)`` -> ``"pred_logits"`` (N, Q, K), ``"pred_boxes"`` (N, Q, 4)
     normalised cxcywh; ``select_box_nums_for_evaluation``, ``nms``, ``nms_pre_topk``,
     ``nms_iou_threshold``.
     """
 
-    def __init__(self, model: DINO):
+    def __init__(self, model: QueryDetector):
         super().__init__(model)
         self.soft_nms_dropped = model.nms == "soft_nms"
         if self.soft_nms_dropped:
@@ -126,8 +142,8 @@ class QueryDetectorExport(ExportableDetector):
         det = self.model
         h, w = image.shape[-2:]
         x, mask = self.normalize(image, det.size_divisibility)
-        enc = det.forward_transformer(_Images(x, mask))
-        self.record_level_shapes(enc["features"])
+        enc, features = _encode(det, _Images(x, mask))
+        self.record_level_shapes(features)
         outputs = det.forward_queries(enc)
         logits, boxes = outputs["pred_logits"][0].float(), outputs["pred_boxes"][0].float()
         num_queries, num_classes = logits.shape
@@ -204,7 +220,7 @@ def exportable(model: nn.Module) -> ExportableDetector:
                 "exportable; export with eval_module='detr' (the DINO detector)"
             )
         return QueryDetectorExport(model.detector)
-    if isinstance(model, DINO):
+    if isinstance(model, QueryDetector):
         return QueryDetectorExport(model)
     if isinstance(model, TOOD):
         return TOODExport(model)

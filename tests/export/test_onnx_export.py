@@ -1,0 +1,253 @@
+"""ONNX export: ONNX Runtime's detections equal PyTorch's (tiny DINO, Co-DINO, TOOD on rendered
+shapes images, a dynamic-size export run at a size that is not a multiple of 32), the two ONNX
+forms of ms_deform_attn against the reference op, and the errors."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from codetr.data.shapes import render_image  # noqa: E402
+from codetr.export import UnsupportedModelError, exportable  # noqa: E402
+from codetr.export.onnx_export import export_onnx  # noqa: E402
+from codetr.export.onnx_ops import ms_deform_attn_translation  # noqa: E402
+from codetr.export.weights import load_inference_weights  # noqa: E402
+from codetr.layers.ms_deform_attn import ms_deform_attn, ms_deform_attn_reference  # noqa: E402
+
+_MODELING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling")
+sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny builders (either layout)
+from test_co_deformable_detr import deformable_transformer  # noqa: E402
+from test_co_detr import tiny_co_detr  # noqa: E402
+from test_dino import PatchBackbone, tiny_dino  # noqa: E402
+from test_tood import tiny_tood  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def shapes_image(index, h, w):
+    """A rendered shapes_val image (objects on textured backgrounds), cropped to (h, w)."""
+    image = render_image(0, "val", index)[0]
+    reps = (-(-h // image.shape[0]), -(-w // image.shape[1]), 1)
+    return torch.from_numpy(np.ascontiguousarray(np.tile(image, reps)[:h, :w])).permute(2, 0, 1).contiguous()
+
+
+def pytorch_detections(model, image):
+    with torch.no_grad():
+        r = model([{"image": image}])[0]["instances"]
+    return r.pred_classes.numpy(), r.pred_boxes.tensor.numpy(), r.scores.numpy()
+
+
+def assert_same_detections(onnx_out, torch_out, box_tol=1e-3, score_tol=1e-4):
+    """The same detections: each one has its own twin in the other list (same label, box within
+    ``box_tol`` px, score within ``score_tol``), both lists by decreasing score. (Detections whose
+    scores differ by ~1e-7 may come out in either order: not compared by position.)"""
+    labels, boxes, scores = onnx_out
+    t_labels, t_boxes, t_scores = torch_out
+    assert len(t_scores) > 5, "the test needs detections"
+    assert labels.shape == t_labels.shape and boxes.shape == t_boxes.shape and scores.shape == t_scores.shape
+    assert (np.diff(scores) <= 0).all() and (np.diff(t_scores) <= 0).all()
+    twins = ((labels[:, None] == t_labels[None])
+             & (np.abs(boxes[:, None] - t_boxes[None]).max(-1) <= box_tol)
+             & (np.abs(scores[:, None] - t_scores[None]) <= score_tol))
+    used = set()
+    for i in range(len(labels)):
+        free = [j for j in np.nonzero(twins[i])[0] if j not in used]
+        assert free, f"detection {i} (label {labels[i]}, box {boxes[i]}, score {scores[i]}) has no twin"
+        used.add(free[0])
+
+
+def check_parity(model, path, sizes, dynamic):
+    if dynamic:
+        export_onnx(model, path, sizes[0], dynamic=True)
+    for i, (h, w) in enumerate(sizes):
+        if not dynamic:
+            export_onnx(model, path, (h, w))
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        image = shapes_image(i, h, w)
+        assert_same_detections(session.run(None, {"image": image[None].numpy()}), pytorch_detections(model, image))
+    return session
+
+
+class CeilPatchBackbone(PatchBackbone):
+    """The test DINO's patch backbone with each patch conv's input padded by (stride - 1) zeros on
+    the right and bottom: ceil(size / stride) maps, as a ResNet gives, so any image size fits the
+    padding masks (and multiples of the strides give the same maps as PatchBackbone)."""
+
+    def forward(self, x):
+        def patch(conv, y):
+            s = conv.stride[0]
+            return conv(torch.nn.functional.pad(y, (0, s - 1, 0, s - 1))).relu()
+
+        r3 = patch(self.res3, x)
+        r4 = patch(self.res4, r3)
+        return {"res3": r3, "res4": r4, "res5": patch(self.res5, r4)}
+
+
+def test_dino_dynamic_size(tmp_path):
+    model = tiny_dino().eval()
+    backbone = CeilPatchBackbone()
+    backbone.load_state_dict(model.backbone.state_dict())
+    model.backbone = backbone
+    # traced at 128 x 160, run there and at 130 x 99 (neither side a multiple of 32)
+    check_parity(model, str(tmp_path / "dino.onnx"), [(128, 160), (130, 99)], dynamic=True)
+
+
+def test_co_dino_exports_its_dino_without_soft_nms(tmp_path):
+    """Co-DINO's graph is its DINO's (the two-size dynamic case is DINO's test; a dynamic export
+    costs ~3x a fixed one): one fixed size."""
+    model = tiny_co_detr(5).eval()  # Faster R-CNN + ATSS aux heads, Soft-NMS at inference
+    assert model.detector.nms == "soft_nms"
+    path = str(tmp_path / "co_dino.onnx")
+    export_onnx(model, path, (160, 192))
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    assert meta["codetr.model"] == "CoDETR" and "soft_nms" in meta["codetr.not_exported"]
+    model.detector.nms = None  # the graph is the top-k without Soft-NMS
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    image = shapes_image(3, 160, 192)
+    assert_same_detections(session.run(None, {"image": image[None].numpy()}), pytorch_detections(model, image))
+
+
+def test_tood_fixed_sizes(tmp_path):
+    model = tiny_tood(test_score_thresh=0.02).eval()
+    with torch.no_grad():  # spread the scores (the prior bias puts all of them near 0.01)
+        torch.nn.init.normal_(model.head.tood_cls.weight, std=0.3)
+        model.head.tood_cls.bias.fill_(-2.0)
+    # 100 x 140: padded to 128 x 160 inside the graph, as by the PyTorch model
+    check_parity(model, str(tmp_path / "tood.onnx"), [(128, 160), (100, 140)], dynamic=False)
+
+
+@pytest.mark.parametrize("implementation", ["grid_sample", "gather"])
+def test_ms_deform_attn_translations_equal_the_reference(tmp_path, implementation):
+    heads, channels, points = 2, 4, 3
+
+    class Attend(torch.nn.Module):
+        """Levels from one map at strides 1, 2, 4: spatial_shapes traced from the map's size."""
+
+        def forward(self, x, locations, weights):
+            maps = [x, x[:, :, ::2, ::2], x[:, :, ::4, ::4]]
+            shapes = torch.tensor([tuple(m.shape[-2:]) for m in maps], dtype=torch.long)
+            sizes = shapes.prod(1)
+            starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+            value = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+            return ms_deform_attn(value.reshape(x.shape[0], -1, heads, channels), shapes, starts, locations, weights)
+
+    def inputs(n, h, w, q, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, heads * channels, h, w, generator=g)
+        locations = torch.rand(n, q, heads, 3, points, 2, generator=g) * 1.4 - 0.2  # some outside the maps
+        return x, locations, torch.rand(n, q, heads, 3, points, generator=g)
+
+    path = str(tmp_path / "attend.onnx")
+    torch.onnx.export(
+        Attend(), inputs(2, 9, 13, 5, 0), path, dynamo=True, opset_version=19, input_names=["x", "loc", "w"],
+        dynamic_shapes={"x": {0: "N", 2: "H", 3: "W"}, "locations": {0: "N", 1: "Q"}, "weights": {0: "N", 1: "Q"}},
+        custom_translation_table={
+            torch.ops.codetr.ms_deform_attn.default: ms_deform_attn_translation(implementation, 19)
+        },
+        optimize=False, verbose=False,
+    )
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for n, h, w, q in [(2, 9, 13, 5), (1, 17, 6, 7)]:
+        x, locations, weights = inputs(n, h, w, q, seed=h)
+        maps = [x, x[:, :, ::2, ::2], x[:, :, ::4, ::4]]
+        shapes = torch.tensor([tuple(m.shape[-2:]) for m in maps])
+        sizes = shapes.prod(1)
+        value = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1).reshape(n, -1, heads, channels)
+        expected = ms_deform_attn_reference(value, shapes, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]]),
+                                            locations, weights)
+        (got,) = session.run(None, {"x": x.numpy(), "loc": locations.numpy(), "w": weights.numpy()})
+        np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-5)
+
+
+def test_unsupported_models_are_named():
+    with pytest.raises(UnsupportedModelError, match="no exporter for Linear"):
+        exportable(torch.nn.Linear(2, 2))
+    model = tiny_co_detr(5, heads=("atss",), eval_module="one-stage", eval_heads={"one-stage": 0})
+    with pytest.raises(UnsupportedModelError, match="eval_module='one-stage'"):
+        exportable(model)
+
+
+def test_bad_arguments(tmp_path):
+    model = tiny_dino()
+    with pytest.raises(ValueError, match="opset 17 is not supported"):
+        export_onnx(model, str(tmp_path / "m.onnx"), (128, 160), opset=17)
+    with pytest.raises(ValueError, match="at least 2 x 2"):  # the stride-64 level would be 1 x 2
+        export_onnx(model, str(tmp_path / "m.onnx"), (64, 128), dynamic=True)
+    with pytest.raises(ValueError, match="TOOD needs opset >= 19"):
+        export_onnx(tiny_tood(), str(tmp_path / "m.onnx"), (128, 160), opset=18)
+
+
+def test_co_detr_checkpoint_loads_into_dino_dropping_aux_weights(tmp_path):
+    co = tiny_co_detr(5, seed=1)
+    path = str(tmp_path / "co.pth")
+    torch.save({"model": co.state_dict(), "iteration": 3}, path)
+    aux = [k for k in co.state_dict() if k.startswith(("aux_heads.", "positive_queries.", "downsample."))]
+    assert aux
+    dino = tiny_co_detr(5, seed=2).detector  # a DINO config: other weights
+    assert load_inference_weights(dino, path) == aux
+    for key, value in co.detector.state_dict().items():
+        assert torch.equal(dino.state_dict()[key], value), key
+    # the Co-DETR model itself: its detector gets the same weights
+    other = tiny_co_detr(5, seed=2)
+    load_inference_weights(other, path)
+    assert torch.equal(other.detector.transformer.level_embeds, co.detector.transformer.level_embeds)
+    # a checkpoint of another model is refused with the keys named
+    torch.save({"model": tiny_tood().state_dict()}, path)
+    with pytest.raises(ValueError, match="does not fit DINO: missing keys"):
+        load_inference_weights(dino, path)
+
+
+def test_cli_refuses_weights_of_another_model(tmp_path, capsys):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(root, "tools"))
+    import export_onnx as cli
+
+    weights = str(tmp_path / "tood.pth")
+    torch.save({"model": tiny_tood().state_dict()}, weights)
+    code = cli.main(["--config-file", os.path.join(root, "configs/dino/dino_r18_shapes.py"), "--weights", weights,
+                     "--output", str(tmp_path / "m.onnx"), "--image-size", "192", "256"])
+    assert code == 2
+    assert "does not fit DINO: missing keys" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "m.onnx")
+
+
+def test_dino_hard_nms_in_the_exported_module_equals_the_model():
+    """nms="nms" is part of the graph: the exportable module (the code that is exported, run in
+    PyTorch) gives the model's detections (ONNX Runtime's NonMaxSuppression: TOOD's test)."""
+    model = tiny_dino().eval()
+    model.nms, model.nms_pre_topk, model.nms_iou_threshold = "nms", 60, 0.02
+    model.select_box_nums_for_evaluation = 60  # all 20 queries x 3 classes enter, NMS decides
+    image = shapes_image(2, 128, 160)
+    with torch.no_grad():
+        got = [t.numpy() for t in exportable(model)(image[None])]
+    expected = pytorch_detections(model, image)
+    assert 5 < len(expected[2]) < 60  # the NMS removed pairs
+    assert_same_detections(got, expected)
+
+
+def test_deformable_detr_pp_graph(tmp_path):
+    """Co-Deformable-DETR's detector (Deformable-DETR++: query positions from pos_trans, no
+    decoder norm, top-k by class 0, no denoising) through the same adapter, fixed size."""
+    model = tiny_dino(denoising=None).eval()
+    model.transformer = deformable_transformer(num_queries=20, num_levels=4, seed=1)  # width 32, 3 classes
+    check_parity(model, str(tmp_path / "ddetr_pp.onnx"), [(128, 192)], dynamic=False)
+
+
+def test_dn_deformable_detr_graph(tmp_path):
+    """DN-Deformable-DETR (DN denoising: the content queries' indicator channel zeroed at
+    inference too), fixed size."""
+    model = tiny_dino(denoising="dn").eval()
+    assert not model.denoising.contrastive
+    check_parity(model, str(tmp_path / "dn.onnx"), [(128, 160)], dynamic=False)

@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from ..common.data.shapes import dataloader
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import multistep
-from ..common.train_shapes import EPOCHS, train  # noqa: F401
+from ..common.train_shapes import EPOCHS, resnet18_from_scratch, train  # noqa: F401
 from .models.conditional_detr_r50 import model
 
 HIDDEN = 128
@@ -27,11 +27,7 @@ optimizer.params.lr_factors = {}
 model.num_classes = 8
 model.num_queries = 100
 
-model.backbone.stem.norm = "BN"
-model.backbone.stages.depth = 18
-model.backbone.stages.pop("stride_in_1x1")  # BasicBlock (R18/34) has no such option
-model.backbone.stages.norm = "BN"
-model.backbone.freeze_at = 0
+resnet18_from_scratch(model.backbone)
 model.neck.input_shapes = {"res5": ShapeSpec(channels=512, stride=32)}
 model.neck.out_channels = HIDDEN
 model.position_embedding.num_pos_feats = HIDDEN // 2

@@ -13,28 +13,20 @@ Defaults to ``train.device=cpu``.
 """
 from detectron2.layers import ShapeSpec
 
+from ..common.train_shapes import EPOCHS, resnet18_from_scratch, shapes_training  # noqa: F401
 from ..dino.dino_r18_shapes import dataloader
 from .deqdet_r50_1x import lr_multiplier, model, optimizer, train  # noqa: F401
 
-EPOCHS = 2
 WIDTH = 128
 
-train.init_checkpoint = ""
+shapes_training(train)
 train.output_dir = "./output/deqdet_r18_shapes"
-train.device = "cpu"
-train.epochs = EPOCHS
-train.eval_period = 100000  # evaluate once, after the last iteration
-train.checkpointer.period = 250
 
 optimizer.lr = 1e-4
 
 model.num_classes = 8
 model.num_queries = 100
-model.backbone.stem.norm = "BN"
-model.backbone.stages.depth = 18
-model.backbone.stages.pop("stride_in_1x1")  # BasicBlock (R18/34) has no such option
-model.backbone.stages.norm = "BN"
-model.backbone.freeze_at = 0
+resnet18_from_scratch(model.backbone)
 model.neck.input_shapes = {
     "res2": ShapeSpec(channels=64, stride=4),
     "res3": ShapeSpec(channels=128, stride=8),

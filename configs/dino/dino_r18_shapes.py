@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from ..common.data.shapes import dataloader
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import multistep
-from ..common.train_shapes import EPOCHS, train
+from ..common.train_shapes import EPOCHS, resnet18_from_scratch, train
 from .models.dino_r50 import model
 
 HIDDEN = 128
@@ -30,11 +30,7 @@ model.num_classes = 8
 model.num_queries = 100
 model.select_box_nums_for_evaluation = 100
 
-model.backbone.stem.norm = "BN"
-model.backbone.stages.depth = 18
-model.backbone.stages.pop("stride_in_1x1")  # BasicBlock (R18/34) has no such option
-model.backbone.stages.norm = "BN"
-model.backbone.freeze_at = 0
+resnet18_from_scratch(model.backbone)
 model.neck.input_shapes = {
     "res3": ShapeSpec(channels=128, stride=8),
     "res4": ShapeSpec(channels=256, stride=16),

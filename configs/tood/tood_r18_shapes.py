@@ -17,7 +17,7 @@ lr 0.01 whose warm-up and switch did not scale this way collapsed a few iteratio
 switch: no positives, loss_bbox 0, scores driven to ~0.)
 """
 from ..common.schedule import multistep
-from ..common.train_shapes import EPOCHS, train
+from ..common.train_shapes import EPOCHS, resnet18_from_scratch, train
 from ..dino.dino_r18_shapes import dataloader
 from .tood_r50_fpn_1x import model, optimizer
 
@@ -28,11 +28,7 @@ lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], epochs=EPOCHS, wa
 
 optimizer.lr = 0.005
 
-model.backbone.bottom_up.stem.norm = "BN"
-model.backbone.bottom_up.stages.depth = 18
-model.backbone.bottom_up.stages.pop("stride_in_1x1")  # BasicBlock (R18/34) has no such option
-model.backbone.bottom_up.stages.norm = "BN"
-model.backbone.bottom_up.freeze_at = 0
+resnet18_from_scratch(model.backbone.bottom_up)
 model.backbone.out_channels = WIDTH
 model.backbone.top_block.update(in_channels=WIDTH, out_channels=WIDTH)
 model.head.update(num_classes=8, in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=4)

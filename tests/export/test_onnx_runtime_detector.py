@@ -52,3 +52,13 @@ def test_instances_equal_pytorch_rescaled_to_the_original_size(tmp_path):
         OnnxRuntimeDetector(path, input_format="BGR")
     with pytest.raises(ValueError, match=r"expected a \(3, H, W\) uint8 image, got \(3, 128, 160\) torch.float32"):
         detector([{"image": image.float()}])
+
+
+def test_eval_tool_refuses_a_missing_graph(tmp_path, capsys):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(repo, "tools"))
+    import eval_onnx
+
+    missing = str(tmp_path / "missing.onnx")
+    assert eval_onnx.main(["--config-file", os.path.join(repo, "configs/co_dino/co_dino_r18_shapes.py"), "--onnx", missing]) == 2
+    assert f"--onnx {missing!r} is not a file" in capsys.readouterr().err

@@ -60,5 +60,6 @@ def test_eval_tool_refuses_a_missing_graph(tmp_path, capsys):
     import eval_onnx
 
     missing = str(tmp_path / "missing.onnx")
-    assert eval_onnx.main(["--config-file", os.path.join(repo, "configs/co_dino/co_dino_r18_shapes.py"), "--onnx", missing]) == 2
+    config = os.path.join(repo, "configs/co_dino/co_dino_r18_shapes.py")
+    assert eval_onnx.main(["--config-file", config, "--onnx", missing]) == 2
     assert f"--onnx {missing!r} is not a file" in capsys.readouterr().err

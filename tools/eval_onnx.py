@@ -10,7 +10,9 @@ original size as ``detector_postprocess`` does (``codetr.export.onnx_runtime``),
 with the config's ``dataloader.evaluator`` (Detectron2's evaluation loop), printing the results
 as ``train_net.py --eval-only`` does. The graph must have been exported with ``--dynamic`` when the
 test images differ in size. Trailing ``key=value`` arguments override the config (LazyConfig
-syntax), e.g. ``dataloader.test.dataset.names=shapes_val``.
+syntax), e.g. ``dataloader.test.dataset.names=shapes_val``. The evaluator writes its files
+(``coco_instances_results.json``) to its ``output_dir``, in the project's configs
+``train.output_dir``: override ``train.output_dir=...`` to keep a training run's files.
 """
 from __future__ import annotations
 

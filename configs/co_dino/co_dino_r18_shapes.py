@@ -7,7 +7,8 @@ pyramid p3..p7 from the 4-scale encoder (strides 8..64) + one stride-128 level; 
 and ATSS auxiliary heads (losses x 2 * 3 decoder
 layers = 6, lambda_2 * number of decoder layers as the official code); customized positive
 queries (9..300 per image and head, lambda_1 = 1). For an ablation of the collaborative branch
-alone use ``model.detector.criterion.class_loss=focal model.detector.nms=None``.
+alone use ``model.detector.criterion.class_loss=focal model.detector.nms=null`` (``null``: a
+command-line ``None`` stays the string "None").
 
 CPU sizing of the Faster R-CNN head (the official values, kept in ``co_dino_5scale_r50_12ep.py``,
 are for ~15x larger images): 2 FC of 256 instead of 1024; RPN top 1000 per level before NMS

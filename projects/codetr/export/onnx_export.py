@@ -71,7 +71,7 @@ def export_onnx(
             f"export_onnx: opset {opset} is not supported; use >= {MIN_OPSET} (torch 2.14's exporter converts lower "
             "opsets with errors: ReduceProd-18 attributes in an opset-17 graph that ONNX Runtime rejects)"
         )
-    adapter: ExportableDetector = exportable(model.cpu())
+    adapter: ExportableDetector = exportable(model.cpu()).eval()  # the wrapper too, not only the model
     if isinstance(adapter, TOODExport) and opset < 19:
         raise ValueError(f"export_onnx: TOOD needs opset >= 19 (DeformConv of the T-Head), got {opset}")
     generator = torch.Generator().manual_seed(seed)

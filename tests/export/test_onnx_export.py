@@ -22,6 +22,7 @@ _MODELING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny builders (either layout)
 from test_co_deformable_detr import deformable_transformer  # noqa: E402
 from test_co_detr import tiny_co_detr  # noqa: E402
+from test_conditional_detr import tiny as tiny_conditional_detr  # noqa: E402
 from test_dino import PatchBackbone, tiny_dino  # noqa: E402
 from test_tood import tiny_tood  # noqa: E402
 
@@ -100,6 +101,15 @@ def test_dino_dynamic_size(tmp_path):
     model.backbone = backbone
     # traced at 128 x 160, run there and at 130 x 99 (neither side a multiple of 32)
     check_parity(model, str(tmp_path / "dino.onnx"), [(128, 160), (130, 99)], dynamic=True)
+
+
+@pytest.mark.parametrize("variant", ["conditional", "dab"])
+def test_single_scale_family_fixed_size(tmp_path, variant):
+    """Conditional DETR and DAB-DETR (issue 11's QueryDetectors: standard attention, no custom op)
+    go through the same adapter. (DEQDet exports too, checked by hand: 72 s to trace its 21
+    refinement steps, too slow for CI.)"""
+    model = tiny_conditional_detr(variant).eval()
+    check_parity(model, str(tmp_path / f"{variant}.onnx"), [(128, 160)], dynamic=False)
 
 
 def test_co_dino_exports_its_dino_without_soft_nms(tmp_path):

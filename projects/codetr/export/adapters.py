@@ -106,7 +106,8 @@ def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold:
 
 
 class QueryDetectorExport(ExportableDetector):
-    """DETR family (DINO 4/5-scale, DN-Deformable-DETR, Deformable-DETR++): backbone, neck and
+    """DETR family, any ``QueryDetector`` (DINO 4/5-scale, DN-Deformable-DETR, Deformable-DETR++,
+    Conditional DETR / DAB-DETR / DN-DETR, AdaMixer / DEQDet / RNNDet): backbone, neck and
     encoder (``encode``), query selection and decoder (``forward_queries``), then the top-k
     (query, class) pairs of the detector's ``inference`` (sigmoid scores).
 
@@ -216,6 +217,7 @@ def exportable(model: nn.Module) -> ExportableDetector:
     if isinstance(model, TOOD):
         return TOODExport(model)
     raise UnsupportedModelError(
-        f"ONNX export: no exporter for {type(model).__name__}; exportable: DINO (DINO 4/5-scale, DN-Deformable-DETR), "
+        f"ONNX export: no exporter for {type(model).__name__}; exportable: any QueryDetector (DINO, DN-Deformable-DETR, "
+        "Conditional DETR, DAB-DETR, DN-DETR, AdaMixer, DEQDet, RNNDet), "
         "CoDETR (Co-DINO, Co-Deformable-DETR, eval_module='detr'), TOOD"
     )

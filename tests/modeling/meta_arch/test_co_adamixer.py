@@ -85,7 +85,7 @@ def test_fixed_group_reference_is_its_boxes_in_pixels():
     with torch.no_grad():
         enc = model.encode(model.preprocess_image(BATCH))
     fixed = fixed_queries()
-    group = model.fixed_group(enc, fixed)
+    group = model.fixed_group(fixed, enc)
     assert group.content is fixed.content and group.query_pos is None
     wh = torch.tensor([[64.0, 64.0], [128.0, 64.0]])  # each unpadded image's (w, h)
     torch.testing.assert_close(xyzr_to_cxcywh(group.reference), fixed.ref_boxes * torch.cat([wh, wh], -1)[:, None])
@@ -106,15 +106,15 @@ def test_groups_decoded_together_equal_each_group_alone(cls):
     matching, _ = model.matching_queries(enc, fixed)
     mask = fixed.attn_mask(Q)
     mask[:, : fixed.num_queries, fixed.num_queries:] = True  # fixed cannot see matching either
-    both = _decode(model, enc, [model.fixed_group(enc, fixed), matching], mask)
-    fixed_alone = _decode(model, enc, [model.fixed_group(enc, fixed)], fixed.attn_mask(0))[0]
+    both = _decode(model, enc, [model.fixed_group(fixed, enc), matching], mask)
+    fixed_alone = _decode(model, enc, [model.fixed_group(fixed, enc)], fixed.attn_mask(0))[0]
     matching_alone = _decode(model, enc, [matching])[0]
     for got, expected in ((both[0], fixed_alone), (both[1], matching_alone)):
         for key in ("pred_logits", "pred_boxes"):
             torch.testing.assert_close(got[key], expected[key])
     assert both[0]["pred_boxes"].shape == (2, fixed.num_queries, 4) and both[1]["pred_boxes"].shape == (2, Q, 4)
     # the single-group path is the refiner on the group itself
-    assert not torch.allclose(fixed_alone["pred_boxes"], _decode(model, enc, [model.fixed_group(enc, fixed)])[0][
+    assert not torch.allclose(fixed_alone["pred_boxes"], _decode(model, enc, [model.fixed_group(fixed, enc)])[0][
         "pred_boxes"]), "the padded slots should matter without the mask"
 
 
@@ -246,7 +246,9 @@ def test_positions_given_with_the_queries_are_refused():
     fixed = fixed_queries()
     fixed.query_pos = torch.zeros_like(fixed.content)
     with pytest.raises(ValueError, match="query_pos"):
-        model.fixed_group(enc, fixed)
+        model.fixed_group(fixed, enc)
+    with pytest.raises(ValueError, match="image_wh"):
+        model.fixed_group(fixed_queries())
     with pytest.raises(ValueError, match=r"bool \(11, 11\)"):
-        model.decode(enc, [model.fixed_group(enc, fixed_queries()), model.matching_queries(enc)[0]],
+        model.decode(enc, [model.fixed_group(fixed_queries(), enc), model.matching_queries(enc)[0]],
                      torch.zeros(11, 11))

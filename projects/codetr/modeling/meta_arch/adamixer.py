@@ -115,7 +115,7 @@ class AdaMixer(QueryDetector):
         content, xyzr = self.queries(enc.image_wh)
         return QueryGroup(content, xyzr), {}
 
-    def fixed_group(self, enc: EncoderOutput, fixed: FixedTargetQueries) -> QueryGroup:
+    def fixed_group(self, fixed: FixedTargetQueries, enc: Optional[EncoderOutput] = None) -> QueryGroup:
         """Fixed-target queries (Co-DETR's positive queries) as a group of the refiner: their
         content, and their reference boxes (normalised cxcywh) as xyzr pixels of each image. The
         layers derive query positions from xyzr: given positions (``fixed.query_pos``, the
@@ -125,8 +125,9 @@ class AdaMixer(QueryDetector):
                 f"{type(self).__name__}: fixed-target queries with query_pos are not supported (the AdaMixer layers "
                 "embed each query's xyzr; use PositiveQueries(style='co_dino'))"
             )
-        if enc.image_wh is None:
-            raise ValueError(f"{type(self).__name__}: the encoder output has no image_wh (build it with encode())")
+        if enc is None or enc.image_wh is None:
+            raise ValueError(f"{type(self).__name__}: fixed_group needs the encoder output with its image_wh "
+                             "(build it with encode())")
         return QueryGroup(fixed.content, XYZRCoder().from_boxes(fixed.ref_boxes, enc.image_wh))
 
     def decode(self, enc: EncoderOutput, groups: Sequence[QueryGroup], attn_mask: Optional[Tensor] = None

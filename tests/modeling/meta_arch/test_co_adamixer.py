@@ -67,7 +67,8 @@ def fixed_queries(n=2, slots=5, seed=3):
     valid = torch.ones(n, slots, dtype=torch.bool)
     valid[0, -2:] = False
     valid[1, 0] = False
-    ref = torch.cat([0.2 + 0.6 * torch.rand(n, slots, 2, generator=g), 0.1 + 0.4 * torch.rand(n, slots, 2, generator=g)], -1)
+    centres = 0.2 + 0.6 * torch.rand(n, slots, 2, generator=g)
+    ref = torch.cat([centres, 0.1 + 0.4 * torch.rand(n, slots, 2, generator=g)], -1)
     labels = torch.where(valid, torch.randint(0, K, (n, slots), generator=g), torch.full((n, slots), K))
     return FixedTargetQueries(
         content=torch.randn(n, slots, D, generator=g) * valid[..., None], ref_boxes=ref, labels=labels,
@@ -148,9 +149,8 @@ def test_attention_mask_isolates_the_groups():
     padded.ref_boxes = torch.where(base_valid[..., None], padded.ref_boxes, torch.full_like(padded.ref_boxes, 0.3))
     out = run(padded)
     torch.testing.assert_close(out["pred_boxes"], base["pred_boxes"])
-    torch.testing.assert_close(out["dn_outputs"]["pred_boxes"][base_valid], base["dn_outputs"]["pred_boxes"][base_valid])
-    torch.testing.assert_close(out["dn_outputs"]["pred_logits"][base_valid],
-                               base["dn_outputs"]["pred_logits"][base_valid])
+    for key in ("pred_boxes", "pred_logits"):
+        torch.testing.assert_close(out["dn_outputs"][key][base_valid], base["dn_outputs"][key][base_valid])
 
     model.queries.content.data.normal_()  # the matching queries change: the fixed ones see them
     moved = run(fixed_queries())

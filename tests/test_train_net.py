@@ -451,3 +451,21 @@ def test_deqdet_trains_and_evaluates(tiny_coco, tmp_path):
     assert losses == {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in ("", "_0", "_1", "_2", "_3")}
     assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
     assert "Evaluation results for bbox" in log
+
+
+def test_co_deqdet_trains_and_evaluates(tiny_coco, tmp_path):
+    """Co-DEQDet-R18 (configs/deqdet/co_deqdet_r18_shapes.py on the tiny data): 2 iterations with
+    DEQDet's losses, the ATSS head's and its positive queries' on every supervised output of the
+    loop (``_aux0``, ``_aux0_0`` .. ``_aux0_3``), then the final evaluation of DEQDet alone."""
+    out = str(tmp_path / "co_deqdet")
+    log = run_train_net(TrainNetCase("tests/engine/configs/co_deqdet_r18_tiny.py"), tiny_coco, out,
+                        "train.max_iter=2", "train.eval_period=0", "train.checkpointer.period=100")
+    metrics = read_metrics(out)
+    assert training_iterations(metrics) == [0, 1]
+    losses = {k for m in metrics for k in m if k.startswith("loss_")}
+    suffixes = ("", "_0", "_1", "_2", "_3")
+    detr = {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in suffixes}
+    aux = {f"loss_{n}_aux0{s}" for n in ("class", "bbox", "giou") for s in suffixes}
+    assert losses == detr | aux | {"loss_cls_head0", "loss_bbox_head0", "loss_centerness_head0"}
+    assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
+    assert "Evaluation results for bbox" in log

@@ -36,6 +36,9 @@ SHRINK = {
     "model.decoder.layers.ffn_dim": 64,
     "model.decoder.layers.in_points": 4,
     "model.decoder.layers.out_points": 8,
+    "model.detector.decoder.layers.ffn_dim": 64,  # Co-DEQDet: its DEQDet under model.detector
+    "model.detector.decoder.layers.in_points": 4,
+    "model.detector.decoder.layers.out_points": 8,
     # dense-head detectors (TOOD): an untrained head scores ~0.01 (its prior), below the 0.05
     # test threshold
     "model.head.test_score_thresh": 0.0,

@@ -1,4 +1,6 @@
 """AdaMixer / DEQDet / RNNDet meta-architectures on tiny models (CPU, seconds)."""
+import dataclasses
+
 import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -169,8 +171,8 @@ def test_wrong_loops_and_strides_are_refused():
     with pytest.raises(ValueError, match="num_classes=5"):
         AdaMixer(backbone=model.backbone, neck=model.neck, queries=model.queries, decoder=model.decoder,
                  criterion=model.criterion, num_classes=5)
-    with pytest.raises(ValueError, match="no fixed-target"):
-        model.matching_queries(None, fixed=object())
+    with pytest.raises(ValueError, match="no image_wh"):
+        model.matching_queries(dataclasses.replace(model.encode(model.preprocess_image(BATCH)), image_wh=None))
 
 
 def test_images_without_boxes_train():

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .adamixer import AdaMixerDecoderLayer, AdaMixerHead
+from .adamixer import AdaMixerDecoderLayer, AdaMixerHead, XYZRSinePosition
 from .fixed_point import QueryState
 from .xyzr import refine_xyzr, xyzr_to_cxcywh
 
@@ -56,6 +56,8 @@ class AdaMixerRefiner(nn.Module):
         loop: ``SequentialRefinement`` / ``FixedPointRefinement`` / ``UnrolledRefinement``.
         num_cls_fcs, num_reg_fcs: Linear + LayerNorm + ReLU blocks of each head (1, 1).
     Heads: ``class_heads[i]`` / ``box_heads[i]`` (``AdaMixerHead``) read layer i's output.
+    ``ref_point_head``: ``XYZRSinePosition`` (no parameters), the query positions every step
+    derives from the state's xyzr (queries need no given positions: Co-DETR's check).
 
     forward(content (N, Q, C), xyzr (N, Q, 4) pixels, enc, image_wh (N, 2), attn_mask=None,
     num_steps=None) -> list of (name, {"logits": (N, Q, K), "boxes": (N, Q, 4) normalised cxcywh
@@ -79,12 +81,13 @@ class AdaMixerRefiner(nn.Module):
         )
         self.box_heads = nn.ModuleList(AdaMixerHead(dim, 4, num_reg_fcs, zero_last=True) for _ in self.layers)
         self.loop = loop
+        self.ref_point_head = XYZRSinePosition(dim)
 
     def step(self, i: int, state: QueryState, enc, image_wh: Tensor, attn_mask: Optional[Tensor] = None
              ) -> Tuple[QueryState, Dict[str, Tensor]]:
         """Layer i on ``state``: the next state and the prediction of its heads."""
         xyzr = state.xyzr.detach()
-        content = self.layers[i](state.content, None, xyzr, enc, attn_mask)
+        content = self.layers[i](state.content, self.ref_point_head(xyzr), xyzr, enc, attn_mask)
         new_xyzr = refine_xyzr(xyzr, self.box_heads[i](content).to(xyzr.dtype))
         wh = image_wh.to(new_xyzr.dtype)[:, None]
         boxes = xyzr_to_cxcywh(new_xyzr) / torch.cat([wh, wh], -1)

@@ -221,19 +221,20 @@ class QueryDetector(nn.Module):
         if fixed is None:
             return dict(self.decode(enc, [matching])[0], **extras)
         attn_mask = fixed.attn_mask(matching.num_queries)
-        fixed_out, outputs = self.decode(enc, [self.fixed_group(fixed), matching], attn_mask)
+        fixed_out, outputs = self.decode(enc, [self.fixed_group(fixed, enc), matching], attn_mask)
         outputs.update(extras)
         outputs["dn_outputs"] = fixed_out
         return outputs
 
-    def fixed_group(self, fixed: FixedTargetQueries) -> QueryGroup:
+    def fixed_group(self, fixed: FixedTargetQueries, enc: Optional[EncoderOutput] = None) -> QueryGroup:
         """Fixed-target queries as a decoder ``QueryGroup`` (references in the decoder's box
-        coder's parametrisation)."""
+        coder's parametrisation; ``enc``, the encoder output they are decoded on, for
+        detectors whose references need each image's size: AdaMixer's xyzr pixels)."""
         return QueryGroup(fixed.content, self.decoder.box_coder.from_boxes(fixed.ref_boxes), fixed.query_pos)
 
     def decode_fixed(self, enc: EncoderOutput, fixed: FixedTargetQueries) -> Dict:
         """Decode a fixed-target group alone (Co-DETR's positive queries): its criterion dict."""
-        return self.decode(enc, [self.fixed_group(fixed)])[0]
+        return self.decode(enc, [self.fixed_group(fixed, enc)])[0]
 
     def decode(self, enc: EncoderOutput, groups: Sequence[QueryGroup], attn_mask: Optional[Tensor] = None):
         """One decoder call over the concatenated ``groups``; per group, its criterion dict

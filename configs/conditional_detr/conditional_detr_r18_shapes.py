@@ -8,10 +8,10 @@ divided by 10 for the last 1/12 of the schedule. Defaults to ``train.device=cpu`
 """
 from detectron2.layers import ShapeSpec
 
-from ..common.data.shapes import dataloader
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import multistep
 from ..common.train_shapes import EPOCHS, resnet18_from_scratch, train  # noqa: F401
+from ..dino.dino_r18_shapes import dataloader  # the same data, image sizes and evaluator
 from .models.conditional_detr_r50 import model
 
 HIDDEN = 128
@@ -35,11 +35,3 @@ model.position_embedding.num_pos_feats = HIDDEN // 2
 model.transformer.encoder.update(num_layers=2, embed_dim=HIDDEN, ffn_dim=4 * HIDDEN)
 model.transformer.decoder.update(num_layers=3, embed_dim=HIDDEN, ffn_dim=4 * HIDDEN)
 model.transformer.queries.embed_dim = HIDDEN
-
-TRAIN_SIZES = [128, 144, 160, 176, 192]
-dataloader.train.mapper.augmentation.update(min_sizes=TRAIN_SIZES, max_size=320)
-dataloader.train.mapper.augmentation_with_crop.update(
-    min_sizes=TRAIN_SIZES, max_size=320, crop_resize_sizes=[128, 160, 192], crop_size=[96, 160]
-)
-dataloader.test.mapper.augmentation.update(short_size=160, max_size=272)
-dataloader.evaluator.output_dir = "${train.output_dir}"

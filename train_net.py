@@ -193,16 +193,16 @@ def main(args):
     if comm.get_world_size() > 1:
         logger.info("Distributed: world size %d, backend %s", comm.get_world_size(), torch.distributed.get_backend())
 
-    train_loader = None
+    train_loader = train_dataset = None
     if not args.eval_only:
         # The schedule is resolved before the model is built, so that a model config can
         # interpolate "${train.iters_per_epoch}" / "${train.max_iter}" (e.g. TOOD's ATSS epochs).
-        train_loader, num_images = build_train_loader(cfg.dataloader.train)
+        train_loader, num_images, train_dataset = build_train_loader(cfg.dataloader.train)
         resolve_schedule(cfg.train, num_images, cfg.dataloader.train.total_batch_size)
 
     model = instantiate(cfg.model)
     # image files exist, classes fit the model, boxes per image vs queries: fail or warn now
-    check_datasets_for_model(cfg.dataloader, model, train=not args.eval_only)
+    check_datasets_for_model(cfg.dataloader, model, train=not args.eval_only, loaded={"train": train_dataset})
     model.to(cfg.train.device)
     logger.info("Model:\n%s", model)
 

@@ -224,11 +224,13 @@ def _thing_classes(node) -> Optional[List[str]]:
     return classes
 
 
-def check_datasets_for_model(dataloader_cfg, model, train: bool = True) -> None:
+def check_datasets_for_model(dataloader_cfg, model, train: bool = True, loaded: Optional[Dict] = None) -> None:
     """Run every check on ``dataloader.train`` (if ``train``) and ``dataloader.test`` (if any).
 
     Each dataset node (``L(get_detection_dataset_dicts)(names=...)`` or any callable returning
-    Detectron2 dicts) is instantiated here to read its dicts.
+    Detectron2 dicts) is instantiated here to read its dicts, unless ``loaded`` holds the dataset
+    already instantiated for that role (``{"train": dicts}``: train_net's training loader has read
+    them, so the json is not parsed twice).
     """
     num_classes = model_num_classes(model)
     limits = model_output_limits(model)
@@ -238,7 +240,7 @@ def check_datasets_for_model(dataloader_cfg, model, train: bool = True) -> None:
         node = loader.get("dataset", None) if loader is not None and hasattr(loader, "get") else None
         if node is None:
             continue
-        dicts = instantiate(node)
+        dicts = loaded[role] if loaded is not None and loaded.get(role) is not None else instantiate(node)
         if not isinstance(dicts, list):  # a torch Dataset or other object: nothing to inspect
             continue
         label = _dataset_label(node, role)

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms
 
-from codetr.layers.box_ops import box_cxcywh_to_xyxy
 from codetr.modeling.meta_arch import TOOD, CoDETR, QueryDetector
 
 __all__ = ["ExportableDetector", "QueryDetectorExport", "TOODExport", "UnsupportedModelError", "exportable"]
@@ -119,8 +118,8 @@ class QueryDetectorExport(ExportableDetector):
     ``input_format``, ``size_divisibility``; ``encode(images)`` (``images.tensor`` (N, 3, H, W),
     ``images.mask`` (N, H, W)) -> encoder output with the L neck maps (``_encode``);
     ``forward_queries(enc)`` -> ``"pred_logits"`` (N, Q, K), ``"pred_boxes"`` (N, Q, 4)
-    normalised cxcywh; ``select_box_nums_for_evaluation``, ``nms``, ``nms_pre_topk``,
-    ``nms_iou_threshold``.
+    normalised cxcywh; ``topk_pairs`` (the top-k of its ``inference``), ``select_box_nums_for_evaluation``,
+    ``nms``, ``nms_iou_threshold``.
     """
 
     def __init__(self, model: QueryDetector):
@@ -137,15 +136,9 @@ class QueryDetectorExport(ExportableDetector):
         enc, features = _encode(det, _Images(x, mask))
         self.record_level_shapes(features)
         outputs = det.forward_queries(enc)
-        logits, boxes = outputs["pred_logits"][0].float(), outputs["pred_boxes"][0].float()
-        num_queries, num_classes = logits.shape
-        k = min(det.select_box_nums_for_evaluation, num_queries * num_classes)
         hard_nms = det.nms == "nms"
-        if hard_nms:
-            k = min(max(det.nms_pre_topk, k), num_queries * num_classes)
-        scores, idx = logits.sigmoid().flatten().topk(k)
-        labels = idx % num_classes
-        boxes = box_cxcywh_to_xyxy(boxes[idx // num_classes])
+        scores, labels, boxes = det.topk_pairs(outputs["pred_logits"][:1], outputs["pred_boxes"][:1], pre_nms=hard_nms)
+        scores, labels, boxes = scores[0], labels[0], boxes[0]
         boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)  # traced, not baked
         if hard_nms:
             keep = class_wise_nms(boxes, scores, labels, det.nms_iou_threshold)[: det.select_box_nums_for_evaluation]

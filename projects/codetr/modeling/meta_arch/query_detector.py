@@ -258,13 +258,7 @@ class QueryDetector(nn.Module):
             N Instances (pred_boxes xyxy absolute in the resized image, scores, pred_classes).
         """
         norm_sizes = image_sizes if norm_sizes is None else norm_sizes
-        num_classes = logits.shape[-1]
-        k = min(self.select_box_nums_for_evaluation, logits.shape[1] * num_classes)
-        if self.nms is not None:
-            k = min(max(self.nms_pre_topk, k), logits.shape[1] * num_classes)
-        scores, idx = logits.float().sigmoid().flatten(1).topk(k, dim=1)
-        query, labels = idx // num_classes, idx % num_classes
-        boxes = box_cxcywh_to_xyxy(boxes.float().gather(1, query[..., None].expand(-1, -1, 4)))
+        scores, labels, boxes = self.topk_pairs(logits, boxes)
         results = []
         for s, lb, bx, (h, w), (nh, nw) in zip(scores, labels, boxes, image_sizes, norm_sizes):
             bx = bx * torch.tensor([nw, nh, nw, nh], dtype=bx.dtype, device=bx.device)
@@ -274,6 +268,24 @@ class QueryDetector(nn.Module):
             r.pred_boxes, r.scores, r.pred_classes = Boxes(bx), s, lb
             results.append(r)
         return results
+
+    def topk_pairs(self, logits: Tensor, boxes: Tensor, pre_nms: Optional[bool] = None):
+        """The top (query, class) pairs by sigmoid score: ``select_box_nums_for_evaluation`` of them,
+        or ``nms_pre_topk`` for NMS to prune when ``pre_nms`` (default: whether ``nms`` is set).
+
+        logits (N, Q, K), boxes (N, Q, 4) normalised cxcywh -> scores (N, k), labels (N, k),
+        boxes (N, k, 4) normalised xyxy (float32). Shared by ``inference`` and the ONNX export.
+        """
+        pre_nms = self.nms is not None if pre_nms is None else pre_nms
+        num_classes = logits.shape[-1]
+        num_pairs = logits.shape[1] * num_classes
+        k = min(self.select_box_nums_for_evaluation, num_pairs)
+        if pre_nms:
+            k = min(max(self.nms_pre_topk, k), num_pairs)
+        scores, idx = logits.float().sigmoid().flatten(1).topk(k, dim=1)
+        query, labels = idx // num_classes, idx % num_classes
+        boxes = box_cxcywh_to_xyxy(boxes.float().gather(1, query[..., None].expand(-1, -1, 4)))
+        return scores, labels, boxes
 
     def _nms(self, scores: Tensor, labels: Tensor, boxes: Tensor):
         """Class-wise (Soft-)NMS of one image, then the top ``select_box_nums_for_evaluation``."""

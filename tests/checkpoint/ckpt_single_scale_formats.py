@@ -98,11 +98,14 @@ def _detrex_ffn(sd, p, d, ffn, t, prelu):
     _linear(sd, p + "ffns.0.layers.1.", d, ffn, t)
 
 
-def detrex(kind: str, dims: SingleDims = SingleDims(), values: str = "random", seed: int = 0) -> Dict[str, torch.Tensor]:
-    """kind: "conditional", "dab" or "dn" (detrex projects/{conditional,dab,dn}_detr, 80 classes)."""
+def detrex(kind: str, dims: SingleDims = SingleDims(), values: str = "random", seed: int = 0,
+           dc5: bool = False) -> Dict[str, torch.Tensor]:
+    """kind: "conditional", "dab" or "dn" (detrex projects/{conditional,dab,dn}_detr, 80 classes);
+    ``dc5``: the DC5 configs' backbone, ``TorchvisionResNet`` (torchvision names under
+    ``backbone.body.``, FrozenBN)."""
     t = _gen(values, seed)
     d, dab = dims.d, kind in ("dab", "dn")
-    sd = d2_resnet50("backbone.", t)
+    sd = torchvision_resnet("resnet50", "backbone.body.", t) if dc5 else d2_resnet50("backbone.", t)
     sd["input_proj.weight"] = t(d, 2048, 1, 1)
     sd["input_proj.bias"] = t(d)
     for i in range(dims.enc_layers):

@@ -61,6 +61,28 @@ def test_exact_format_converts_to_config_keys_and_shapes(origin, kind):
     assert len(result.state_dict) + len(dropped) == len(sd)
 
 
+DC5_CONFIG = {
+    "conditional": "configs/conditional_detr/conditional_detr_r50_dc5_50ep.py",
+    "dab": "configs/dab_detr/dab_detr_r50_dc5_50ep.py",
+    "dn": "configs/dn_detr/dn_detr_r50_dc5_50ep.py",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DC5_CONFIG))
+def test_detrex_dc5_torchvision_backbone_converts_into_the_dc5_config(kind):
+    """detrex's DC5 checkpoints (TorchvisionResNet under ``backbone.body.``) convert into the DC5
+    configs' keys and shapes, the backbone weights landing in the Detectron2 names."""
+    sd = detrex(kind, dc5=True)
+    assert sum(k.startswith("backbone.body.") for k in sd) == 265  # torchvision R50 without fc and step counters
+    result = convert(SOURCES[("detrex", kind)], sd, target=meta_shapes(os.path.join(REPO, DC5_CONFIG[kind])))
+    assert DC5_CONFIG[kind] in get_source(SOURCES[("detrex", kind)]).configs
+    out = result.state_dict
+    assert torch.equal(out["backbone.stem.conv1.weight"], sd["backbone.body.conv1.weight"])
+    assert torch.equal(out["backbone.res5.2.conv3.norm.running_var"], sd["backbone.body.layer4.2.bn3.running_var"])
+    assert torch.equal(out["backbone.res3.0.shortcut.weight"], sd["backbone.body.layer2.0.downsample.0.weight"])
+    assert not any(k.startswith("backbone.body.") for k in out)
+
+
 def test_dn_detr_official_random_loads_strictly_and_keeps_values():
     sd = official("dn", values="random", seed=1)
     result = convert("dn-detr-official", sd)

@@ -43,9 +43,13 @@ ResNet: ``attentions.0.attn.*`` (encoder) -> ``self_attn.*``; ``ffns.0.layers.0.
 rows, 80 classes + "unknown") -> ``denoising.label_embedding``. detrex's cross-attention creates
 ``query_pos_proj`` in every layer but only the first uses it: layers 1-5's copies are dropped.
 
+detrex's DC5 models use ``TorchvisionResNet`` (torchvision names under ``backbone.body.``, FrozenBN)
+instead of the Detectron2 ResNet: those keys are mapped like the official ones.
+
 Not supported (a clear error): Anchor-DETR patterns (``transformer.patterns``, DAB-DETR's
-``--num_patterns`` > 0 / the "3 patterns" releases). DC5 checkpoints convert like the C5 ones
-(same keys); verify and evaluate them with the DC5 config (``--config-file``).
+``--num_patterns`` > 0 / the "3 patterns" releases). DC5 checkpoints have the C5 keys: the
+converter picks the C5 config; verify and evaluate them with the DC5 config (``--config-file
+configs/.../*_dc5_50ep.py``), whose res5 is dilated as torchvision's (``resnet_stages``).
 """
 from __future__ import annotations
 
@@ -72,8 +76,8 @@ CONDITIONAL_CONFIGS = (
     "configs/conditional_detr/conditional_detr_r50_50ep.py",
     "configs/conditional_detr/conditional_detr_r50_dc5_50ep.py",
 )
-DAB_CONFIGS = ("configs/dab_detr/dab_detr_r50_50ep.py",)
-DN_CONFIGS = ("configs/dn_detr/dn_detr_r50_50ep.py",)
+DAB_CONFIGS = ("configs/dab_detr/dab_detr_r50_50ep.py", "configs/dab_detr/dab_detr_r50_dc5_50ep.py")
+DN_CONFIGS = ("configs/dn_detr/dn_detr_r50_50ep.py", "configs/dn_detr/dn_detr_r50_dc5_50ep.py")
 PROJECTIONS = ("sa_qcontent_proj", "sa_qpos_proj", "sa_kcontent_proj", "sa_kpos_proj", "sa_v_proj",
                "ca_qcontent_proj", "ca_qpos_proj", "ca_kcontent_proj", "ca_kpos_proj", "ca_v_proj",
                "ca_qpos_sine_proj")
@@ -184,6 +188,8 @@ def _detrex(state_dict: Mapping[str, Tensor], source: str, anchors: bool, dn: bo
     m = KeyMapper(state_dict, source)
     _refuse_patterns(m)
     m.drop_matching(r"backbone\..*\.num_batches_tracked", "BatchNorm step counter; FrozenBN has none")
+    if m.has("backbone.body.conv1.weight"):  # the DC5 configs' TorchvisionResNet
+        map_resnet(m, "backbone.body.", "backbone.")
     m.rename_all(r"backbone\.(stem|res[2-5])\.(.+)", r"backbone.\1.\2")
     m.rename_all(rf"input_proj\.{WB}", r"neck.proj.\1")
     enc_layers = sorted({int(x) for k in m.keys() for x in re.findall(r"^transformer\.encoder\.layers\.(\d+)\.", k)})

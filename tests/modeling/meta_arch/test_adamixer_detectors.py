@@ -182,3 +182,38 @@ def test_images_without_boxes_train():
         assert all(torch.isfinite(v) for v in losses.values())
         sum(losses.values()).backward()
     assert losses["loss_bbox"] == 0 and losses["loss_class"] > 0
+
+
+def _load_tool(name):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), *[os.pardir] * 3, "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("cls", [DEQDet, RNNDet])
+def test_refinement_steps_tool_equals_inference_at_every_step_count(cls):
+    """``tools/refinement_steps_ap.py`` computes all step counts in one pass: each equals the
+    model's own inference with ``inference_steps=k``; its residuals are the state differences."""
+    tool = _load_tool("refinement_steps_ap")
+    model = randomise(tiny(cls)).eval()
+    with torch.no_grad():
+        detections, residuals, n = tool.trajectory(model, BATCH, 4)
+        assert len(detections) == 5 and residuals.shape == (4, 3) and n == len(BATCH) * Q
+        for k in (0, 1, 4):
+            model.decoder.loop.inference_steps = k
+            for got, want in zip(detections[k], model(BATCH)):
+                torch.testing.assert_close(got["instances"].pred_boxes.tensor, want["instances"].pred_boxes.tensor)
+                torch.testing.assert_close(got["instances"].scores, want["instances"].scores)
+        enc = model.encode(model.preprocess_image(BATCH))
+        group, _ = model.matching_queries(enc)
+        z0, _ = model.decoder.step(0, QueryState(group.content, group.reference), enc, enc.image_wh)
+        z1, _ = model.decoder.step(1, z0, enc, enc.image_wh)
+    rel = ((z1.content - z0.content).norm(dim=-1) / z0.content.norm(dim=-1)).sum()
+    centre = (z1.xyzr[..., :2] - z0.xyzr[..., :2]).norm(dim=-1).sum()
+    scale = (z1.xyzr[..., 2:] - z0.xyzr[..., 2:]).abs().sum()
+    torch.testing.assert_close(residuals[0], torch.stack([rel, centre, scale]))

@@ -14,10 +14,14 @@ _BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23,
 
 def resnet_stages(depth: int = 50, res5_dilation: int = 1, **kwargs) -> List[List]:
     """The four stages of ``ResNet.make_default_stages(depth, **kwargs)``; with
-    ``res5_dilation=2`` the first block of res5 has stride 1 and every 3x3 conv of res5 dilation
-    2, so res5 has stride 16 instead of 32 (DC5), as Detectron2's ``RES5_DILATION``. Detectron2's
-    ``BasicBlock`` (R18/R34) takes no dilation: its two 3x3 convs are dilated after construction
-    (padding 2, so the output size is the stride-1 size)."""
+    ``res5_dilation=2``, res5 has stride 16 instead of 32 (DC5) the way torchvision's
+    ``replace_stride_with_dilation=[False, False, True]`` builds it, which is what the DETR family's
+    DC5 checkpoints (DETR, Conditional DETR, DAB-DETR, DN-DETR, detrex's ``TorchvisionResNet``) were
+    trained with: the first block of res5 has stride 1 and keeps dilation 1, the later blocks'
+    3x3 convs have dilation 2. (Detectron2's ``RES5_DILATION`` dilates the first block too: a
+    different network for the same weights.) Detectron2's ``BasicBlock`` (R18/R34) takes no
+    dilation: the two 3x3 convs of the later res5 blocks are dilated after construction
+    (torchvision refuses dilated basic blocks; the same rule is applied to them here)."""
     if depth not in _BLOCKS:
         raise ValueError(f"resnet_stages: depth={depth}; expected one of {sorted(_BLOCKS)}")
     if res5_dilation not in (1, 2):
@@ -33,13 +37,13 @@ def resnet_stages(depth: int = 50, res5_dilation: int = 1, **kwargs) -> List[Lis
         if depth >= 50:
             stage_kwargs["bottleneck_channels"] = o // 4
             if idx == 3:
-                stage_kwargs["dilation"] = res5_dilation
+                stage_kwargs["dilation_per_block"] = [1] + [res5_dilation] * (n - 1)
         stages.append(ResNet.make_stage(
             block_class=BasicBlock if depth < 50 else BottleneckBlock, num_blocks=n,
             stride_per_block=[stride] + [1] * (n - 1), in_channels=i, out_channels=o, **stage_kwargs,
         ))
     if depth < 50 and res5_dilation == 2:
-        for block in stages[3]:
+        for block in stages[3][1:]:
             for conv in (block.conv1, block.conv2):
                 conv.dilation, conv.padding = (2, 2), (2, 2)
     return stages

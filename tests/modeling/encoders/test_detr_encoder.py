@@ -128,3 +128,22 @@ def test_position_embedding_settings_of_the_family_hand_computed():
         d = temperature ** 0.5  # 2 * (2 // 2) / 4
         expected = torch.tensor([math.sin(y), math.cos(y), math.sin(y / d), math.cos(y / d)])
         torch.testing.assert_close(out4[0, :4, 1, 1], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pos_scale", [False, True])
+def test_official_xavier_initialisation(pos_scale):
+    """Every matrix of the layers (and DAB's query_scale) is xavier-uniform, as the official
+    ``Transformer._reset_parameters``: bound sqrt(6 / (fan_in + fan_out)), standard deviation
+    bound / sqrt(3) (PyTorch's default Linear init would give linear2 (2048 -> 256) a bound of
+    1 / sqrt(2048) = 0.022, less than half the xavier 0.051)."""
+    torch.manual_seed(0)
+    enc = DETREncoder(num_layers=2, embed_dim=256, ffn_dim=2048, pos_scale=pos_scale)
+    mats = [(n, p) for n, p in enc.named_parameters() if p.dim() > 1]
+    assert len(mats) == 2 * 4 + (2 if pos_scale else 0)
+    for name, p in mats:
+        fan_out, fan_in = p.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert p.abs().max() <= bound, name
+        assert abs(p.std().item() - bound / math.sqrt(3)) < 0.05 * bound, name
+    for layer in enc.layers:
+        assert torch.count_nonzero(layer.self_attn.out_proj.bias) == 0

@@ -96,6 +96,18 @@ class DETREncoder(nn.Module):
         self.query_scale = MLP(embed_dim, embed_dim, embed_dim, 2) if pos_scale else None
         self.num_layers = num_layers
         self.embed_dim = embed_dim
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The official initialisation (DETR / Conditional DETR / DAB-DETR ``Transformer._reset_parameters``
+        covers the encoder): xavier-uniform on every matrix of the layers and of ``query_scale``;
+        the attention output biases stay 0."""
+        for part in (self.layers, self.query_scale):
+            if part is None:
+                continue
+            for p in part.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
 
     def forward(self, src: Tensor, pos: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         """src, pos: (N, S, C); padding_mask (N, S) bool, True at padding. Returns memory (N, S, C)."""

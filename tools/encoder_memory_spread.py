@@ -11,6 +11,10 @@ deviation of each channel over the image's positions, averaged over channels and
 by the root mean square of the values (so 0 = every position holds the same vector, about 1 =
 positions as different as the values are large). A detector whose queries all predict the same box
 (the "mean box" plateau) typically shows an encoder output far more uniform than its input.
+
+Also how much the predictions depend on the image: the standard deviation over the images of each
+query's predicted box (normalised cxcywh), averaged over queries and coordinates (0 = every image
+gets the same boxes from the same queries).
 """
 import argparse
 import logging
@@ -48,7 +52,7 @@ def main():
     if args.weights:
         Checkpointer(model).load(args.weights)
     model = getattr(model, "detector", model)  # Co-DETR wraps its detector
-    inputs, outputs = [], []
+    inputs, outputs, boxes = [], [], []
     with torch.no_grad():
         for i, batch in enumerate(instantiate(cfg.dataloader.test)):
             if i >= args.images:
@@ -56,9 +60,12 @@ def main():
             images = model.preprocess_image(batch[:1])
             features = model.neck(model.backbone(images.tensor), images.mask)
             inputs.append(relative_spread(torch.cat([f[0].flatten(1).t() for f in features])))
-            outputs.append(relative_spread(model.encode(images).memory[0]))
+            enc = model.encode(images)
+            outputs.append(relative_spread(enc.memory[0]))
+            boxes.append(model.forward_queries(enc)["pred_boxes"][0])
     print(f"{args.config_file} {args.weights or '(random init)'}: {len(inputs)} images; relative spread over "
-          f"positions: encoder input {sum(inputs) / len(inputs):.3f}, encoder output {sum(outputs) / len(outputs):.3f}")
+          f"positions: encoder input {sum(inputs) / len(inputs):.3f}, encoder output {sum(outputs) / len(outputs):.3f}; "
+          f"box std over images {torch.stack(boxes).std(0).mean().item():.4f}")
 
 
 if __name__ == "__main__":

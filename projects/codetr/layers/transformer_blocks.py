@@ -2,15 +2,27 @@
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 from torch import Tensor, nn
 
-__all__ = ["FFN", "clones"]
+__all__ = ["FFN", "clones", "xavier_uniform_matrices"]
 
 
 def clones(module: nn.Module, n: int) -> nn.ModuleList:
     """n independent deep copies of module."""
     return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
+
+
+def xavier_uniform_matrices(*modules: Optional[nn.Module]) -> None:
+    """Xavier-uniform on every parameter of at least 2 dimensions of ``modules`` (None skipped), in
+    their ``parameters()`` order: the official DETR-family ``_reset_parameters`` / ``init_weights``."""
+    for module in modules:
+        if module is None:
+            continue
+        for p in module.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
 
 
 class FFN(nn.Module):

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from codetr.layers.mlp import MLP
 from codetr.layers.position_encoding import get_sine_pos_embed
+from codetr.layers.transformer_blocks import xavier_uniform_matrices
 from codetr.modeling.encoders.detr import make_activation
 from codetr.modeling.encoders.output import EncoderOutput
 from codetr.modeling.queries.positions import BoxSineQueryPosition
@@ -314,12 +315,7 @@ class ConditionalDecoder(QueryDecoder):
         """The official initialisation: xavier-uniform on every matrix of the layers, the spatial
         query's MLPs and the position head (attention output biases 0); focal prior on the class
         bias and a zero last box layer (the first prediction is the reference itself)."""
-        for part in (self.layers, self.spatial_query, self.ref_point_head):
-            if part is None:
-                continue
-            for p in part.parameters():
-                if p.dim() > 1:
-                    nn.init.xavier_uniform_(p)
+        xavier_uniform_matrices(self.layers, self.spatial_query, self.ref_point_head)
         for layer in self.layers:
             nn.init.zeros_(layer.self_attn.out_proj.bias)
             nn.init.zeros_(layer.cross_attn.out_proj.bias)

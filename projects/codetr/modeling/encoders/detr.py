@@ -19,6 +19,7 @@ from typing import List, Optional
 from torch import Tensor, nn
 
 from codetr.layers.mlp import MLP
+from codetr.layers.transformer_blocks import xavier_uniform_matrices
 
 from .output import EncoderOutput
 
@@ -102,12 +103,7 @@ class DETREncoder(nn.Module):
         """The official initialisation (DETR / Conditional DETR / DAB-DETR ``Transformer._reset_parameters``
         covers the encoder): xavier-uniform on every matrix of the layers and of ``query_scale``;
         the attention output biases stay 0."""
-        for part in (self.layers, self.query_scale):
-            if part is None:
-                continue
-            for p in part.parameters():
-                if p.dim() > 1:
-                    nn.init.xavier_uniform_(p)
+        xavier_uniform_matrices(self.layers, self.query_scale)
 
     def forward(self, src: Tensor, pos: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         """src, pos: (N, S, C); padding_mask (N, S) bool, True at padding. Returns memory (N, S, C)."""

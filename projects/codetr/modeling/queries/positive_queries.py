@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_xyxy_to_cxcywh, inverse_sigmoid
 from codetr.layers.position_encoding import get_sine_pos_embed
+from codetr.layers.transformer_blocks import xavier_uniform_matrices
 from codetr.modeling.heads.base import AssignedSamples
 from codetr.modeling.queries.denoising import FixedTargetQueries
 
@@ -184,9 +185,7 @@ class PositiveQueries(nn.Module):
                 nn.init.xavier_uniform_(lin.weight)
                 nn.init.zeros_(lin.bias)
         else:  # the official CoDeformableDetrTransformer.init_weights: Xavier for every >= 2-d parameter
-            for p in self.parameters():
-                if p.dim() > 1:
-                    nn.init.xavier_uniform_(p)
+            xavier_uniform_matrices(self)
 
     def forward(
         self,

@@ -37,22 +37,42 @@ def _deq_positions(steps):
     return tuple(p for p in (1, 3, 6, 9, 12) if p < steps) + (steps,)
 
 
+def make_loop(loop_name, steps):
+    """DEQDet's ``FixedPointRefinement`` (supervised at ``_deq_positions``) or RNNDet's ``UnrolledRefinement``."""
+    from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
+
+    if loop_name == "deq":
+        return FixedPointRefinement(refinement_steps=steps, supervision_positions=_deq_positions(steps))
+    return UnrolledRefinement(num_steps=steps)
+
+
+def measure(loop_name, steps, training_step, iters=1):
+    """Peak RSS and time of ``iters`` calls of ``training_step() -> number of supervised outputs``;
+    the time is the mean of all calls but the first (the one call when ``iters`` is 1)."""
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times, outputs = [], 0
+    for _ in range(iters):
+        t = time.perf_counter()
+        outputs = training_step()
+        times.append(time.perf_counter() - t)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    timed = times[1:] or times
+    return dict(loop=loop_name, steps=steps, supervised=outputs, seconds=round(sum(timed) / len(timed), 2),
+                peak_rss_mib=round(peak / 1024, 1), step_rss_mib=round((peak - base) / 1024, 1))
+
+
 def run(loop_name, steps, args):
+    """The decoder alone: one forward over random features and backward (see the module docstring)."""
     from codetr.layers.adaptive_sampling import zero_padding  # noqa: F401  (import check)
     from codetr.modeling.decoders.adamixer import AdaMixerDecoderLayer
-    from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
     from codetr.modeling.decoders.refinement import AdaMixerRefiner
     from codetr.modeling.decoders.xyzr import XYZRCoder
     from codetr.modeling.encoders.output import EncoderOutput
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if loop_name == "deq":
-        loop = FixedPointRefinement(refinement_steps=steps, supervision_positions=_deq_positions(steps))
-    else:
-        loop = UnrolledRefinement(num_steps=steps)
     layers = [AdaMixerDecoderLayer(in_points=args.points) for _ in range(2)]
-    refiner = AdaMixerRefiner(layers, 80, loop).train()
+    refiner = AdaMixerRefiner(layers, 80, make_loop(loop_name, steps)).train()
     h = w = args.image
     feats = [torch.randn(1, 256, h // s, w // s) for s in (4, 8, 16, 32)]
     masks = [torch.zeros(1, h // s, w // s, dtype=torch.bool) for s in (4, 8, 16, 32)]
@@ -60,15 +80,13 @@ def run(loop_name, steps, args):
     image_wh = torch.tensor([[float(w), float(h)]])
     content = torch.nn.functional.layer_norm(torch.randn(1, args.queries, 256), (256,))
     xyzr = XYZRCoder().from_boxes(torch.tensor([0.5, 0.5, 1.0, 1.0]).expand(1, args.queries, 4), image_wh)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
-    outputs = refiner(content, xyzr, enc, image_wh)
-    loss = sum(p["logits"].sigmoid().mean() + p["boxes"].abs().mean() for _, p in outputs)
-    loss.backward()
-    elapsed = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return dict(loop=loop_name, steps=steps, supervised=len(outputs), seconds=round(elapsed, 2),
-                peak_rss_mib=round(peak / 1024, 1), step_rss_mib=round((peak - base) / 1024, 1))
+
+    def training_step():
+        outputs = refiner(content, xyzr, enc, image_wh)
+        sum(p["logits"].sigmoid().mean() + p["boxes"].abs().mean() for _, p in outputs).backward()
+        return len(outputs)
+
+    return measure(loop_name, steps, training_step)
 
 
 def fixed_batch(num_images):
@@ -87,31 +105,22 @@ def run_detector(loop_name, steps, args):
     from detectron2.config import LazyConfig, instantiate
 
     import codetr.data  # noqa: F401  (registers the shapes dataset)
-    from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     name = "deqdet" if loop_name == "deq" else "rnndet"
     cfg = LazyConfig.load(os.path.join(REPO, "configs", "deqdet", f"{name}_r18_shapes.py"))
     model = instantiate(cfg.model).train()
-    if loop_name == "deq":
-        model.decoder.loop = FixedPointRefinement(refinement_steps=steps, supervision_positions=_deq_positions(steps))
-    else:
-        model.decoder.loop = UnrolledRefinement(num_steps=steps)
+    model.decoder.loop = make_loop(loop_name, steps)
     batch = fixed_batch(args.batch)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, outputs = [], 0
-    for _ in range(args.iters):
-        t = time.perf_counter()
+
+    def training_step():
         losses = model(batch)
         sum(losses.values()).backward()
         model.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
-        outputs = len([k for k in losses if k.startswith("loss_class")])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    timed = times[1:] or times
-    return dict(loop=loop_name, steps=steps, supervised=outputs, seconds=round(sum(timed) / len(timed), 2),
-                peak_rss_mib=round(peak / 1024, 1), step_rss_mib=round((peak - base) / 1024, 1))
+        return len([k for k in losses if k.startswith("loss_class")])
+
+    return measure(loop_name, steps, training_step, args.iters)
 
 
 def main():

@@ -36,10 +36,10 @@ from codetr.engine import (
     Trainer,
     apply_overrides_strict,
     build_checkpointer,
-    build_model_ema,
+    build_config_ema,
     build_train_loader,
     check_output_dir,
-    ema_has_weights,
+    load_for_evaluation,
     parse_amp_dtype,
     parse_args,
     require_visualizer,
@@ -102,25 +102,10 @@ def visualize(cfg, model):
     logger.info("Wrote %d images with detections to %s", len(paths), out_dir)
 
 
-def build_ema(cfg, model):
-    ema_cfg = cfg.train.get("model_ema", None)
-    if ema_cfg is None or not ema_cfg.get("enabled", False):
-        return None
-    return build_model_ema(model, ema_cfg.get("decay", 0.999))
-
-
 def do_eval_only(cfg, model):
     if not cfg.train.init_checkpoint:
         logger.warning("--eval-only without train.init_checkpoint: evaluating randomly initialised weights")
-    ema = build_ema(cfg, model)
-    checkpointables = {"ema": ema} if ema is not None else {}
-    build_checkpointer(cfg.train, model, cfg.train.output_dir, **checkpointables).load(cfg.train.init_checkpoint)
-    if ema is not None and cfg.train.model_ema.get("use_ema_weights_for_eval_only", True):
-        if ema_has_weights(ema):
-            logger.info("Evaluating the EMA weights of %s", cfg.train.init_checkpoint)
-            model = ema.module
-        else:
-            logger.warning("%s has no EMA weights: evaluating the raw weights", cfg.train.init_checkpoint)
+    model = load_for_evaluation(cfg, model, cfg.train.output_dir)
     results = evaluate(cfg, model)
     visualize(cfg, model)
     return results
@@ -129,7 +114,7 @@ def do_eval_only(cfg, model):
 def do_train(args, cfg, model, train_loader):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    ema = build_ema(cfg, model)  # from the unwrapped model, before DDP
+    ema = build_config_ema(cfg.train, model)  # from the unwrapped model, before DDP
 
     ddp_kwargs = dict(cfg.train.get("ddp", {}))
     if torch.device(cfg.train.device).type == "cpu":

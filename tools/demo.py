@@ -81,18 +81,12 @@ def dataset_metadata(dataset_names):
 def build_model(cfg):
     from detectron2.config import instantiate
 
-    from codetr.engine import build_checkpointer, build_model_ema, ema_has_weights
+    from codetr.engine import load_for_evaluation
 
     device = cfg.train.get("device", "cuda")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={device!r} but CUDA is not available; add train.device=cpu")
-    model = instantiate(cfg.model).to(device)
-    ema_cfg = cfg.train.get("model_ema", None) or {}
-    ema = build_model_ema(model, ema_cfg.get("decay", 0.999)) if ema_cfg.get("enabled", False) else None
-    build_checkpointer(cfg.train, model, **({"ema": ema} if ema is not None else {})).load(cfg.train.init_checkpoint)
-    if ema is not None and ema_cfg.get("use_ema_weights_for_eval_only", True) and ema_has_weights(ema):
-        model = ema.module
-    return model.eval()
+    return load_for_evaluation(cfg, instantiate(cfg.model).to(device)).eval()
 
 
 def to_coco(instances, image_id: int, contiguous_to_id: Dict[int, int]) -> List[Dict]:

@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "projects"))
 
-from codetr.checkpoint import Checkpointer  # noqa: E402
+from codetr.engine import load_for_evaluation  # noqa: E402
 
 
 def relative_spread(x: torch.Tensor) -> float:
@@ -47,10 +47,8 @@ def main():
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     torch.manual_seed(0)
     cfg = LazyConfig.load(args.config_file)
-    cfg.train.device = "cpu"
-    model = instantiate(cfg.model).eval()
-    if args.weights:
-        Checkpointer(model).load(args.weights)
+    cfg.train.device, cfg.train.init_checkpoint = "cpu", args.weights
+    model = load_for_evaluation(cfg, instantiate(cfg.model)).eval()
     model = getattr(model, "detector", model)  # Co-DETR wraps its detector
     inputs, outputs, boxes = [], [], []
     with torch.no_grad():

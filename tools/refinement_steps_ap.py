@@ -28,7 +28,7 @@ from detectron2.utils.logger import setup_logger
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "projects"))
 
-from codetr.checkpoint import Checkpointer  # noqa: E402
+from codetr.engine import load_for_evaluation  # noqa: E402
 from codetr.modeling.decoders.fixed_point import QueryState  # noqa: E402
 
 
@@ -69,11 +69,11 @@ def main():
     torch.set_num_threads(args.threads)
 
     cfg = LazyConfig.load(args.config_file)
-    cfg.train.device = "cpu"
-    model = instantiate(cfg.model).eval()
+    cfg.train.device, cfg.train.init_checkpoint = "cpu", args.weights
+    model = instantiate(cfg.model)
     if not hasattr(model.decoder, "step") or len(model.decoder.layers) != 2:
         raise SystemExit(f"{args.config_file}: expected a weight-tied refiner (layers g, f), got {type(model).__name__}")
-    Checkpointer(model).load(args.weights)
+    model = load_for_evaluation(cfg, model).eval()
     loader = instantiate(cfg.dataloader.test)
     dataset = cfg.dataloader.evaluator.dataset_name
     evaluators = [COCOEvaluator(dataset, output_dir=None) for _ in range(args.max_steps + 1)]

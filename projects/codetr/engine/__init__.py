@@ -3,8 +3,8 @@ EMA, epoch-based schedules, strict config overrides, optimizer parameter groups 
 visualisation."""
 from .config import apply_overrides_strict
 from .data import build_train_loader
-from .ema import EMAHook, build_model_ema, ema_has_weights
-from .run_checks import build_checkpointer, check_output_dir, parse_args
+from .ema import EMAHook, build_config_ema, build_model_ema, ema_has_weights
+from .run_checks import build_checkpointer, check_output_dir, load_for_evaluation, parse_args
 from .optim import DEFAULT_EMBED_NAMES, get_optimizer_params
 from .schedule import iters_per_epoch, multistep_lr_schedule, resolve_schedule, schedule_iteration, warmup_length
 from .trainer import Trainer, parse_amp_dtype
@@ -14,9 +14,11 @@ __all__ = [
     "apply_overrides_strict",
     "build_train_loader",
     "build_checkpointer",
+    "load_for_evaluation",
     "check_output_dir",
     "parse_args",
     "EMAHook",
+    "build_config_ema",
     "build_model_ema",
     "ema_has_weights",
     "DEFAULT_EMBED_NAMES",

@@ -15,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from detectron2.engine import HookBase
 
-__all__ = ["build_model_ema", "EMAHook", "ema_has_weights"]
+__all__ = ["build_config_ema", "build_model_ema", "EMAHook", "ema_has_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,14 @@ def build_model_ema(model: nn.Module, decay: float = 0.999) -> AveragedModel:
     for p in ema.parameters():
         p.requires_grad_(False)
     return ema
+
+
+def build_config_ema(train_cfg, model: nn.Module):
+    """``build_model_ema(model, decay)`` when ``train_cfg.model_ema.enabled``, else None."""
+    ema_cfg = train_cfg.get("model_ema", None)
+    if ema_cfg is None or not ema_cfg.get("enabled", False):
+        return None
+    return build_model_ema(model, ema_cfg.get("decay", 0.999))
 
 
 def ema_has_weights(ema: AveragedModel) -> bool:

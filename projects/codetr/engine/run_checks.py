@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import glob
+import logging
 import os
 from typing import List, Optional, Sequence
 
-__all__ = ["parse_args", "split_flags", "check_output_dir", "existing_checkpoints", "build_checkpointer"]
+__all__ = ["parse_args", "split_flags", "check_output_dir", "existing_checkpoints", "build_checkpointer",
+           "load_for_evaluation"]
+
+logger = logging.getLogger(__name__)
 
 
 def split_flags(parser: argparse.ArgumentParser, opts: Sequence[str]):
@@ -95,3 +99,23 @@ def build_checkpointer(train_cfg, model, save_dir: str = "", **kwargs):
         partial=train_cfg.get("init_checkpoint_partial", False),
         **kwargs,
     )
+
+
+def load_for_evaluation(cfg, model, save_dir: str = ""):
+    """Load ``cfg.train.init_checkpoint`` into ``model`` through ``build_checkpointer`` (with the
+    EMA when ``train.model_ema.enabled``) and return the module to evaluate: the EMA copy when the
+    config asks for it (``use_ema_weights_for_eval_only``, default True) and the checkpoint has EMA
+    weights, else ``model``. Shared by ``train_net.py --eval-only``, the demo and the tools."""
+    from .ema import build_config_ema, ema_has_weights
+
+    ema = build_config_ema(cfg.train, model)
+    build_checkpointer(cfg.train, model, save_dir, **({"ema": ema} if ema is not None else {})).load(
+        cfg.train.init_checkpoint
+    )
+    if ema is None or not cfg.train.model_ema.get("use_ema_weights_for_eval_only", True):
+        return model
+    if ema_has_weights(ema):
+        logger.info("Evaluating the EMA weights of %s", cfg.train.init_checkpoint)
+        return ema.module
+    logger.warning("%s has no EMA weights: evaluating the raw weights", cfg.train.init_checkpoint)
+    return model

@@ -4,10 +4,19 @@ and detections recorded from the code before the query-detector refactor.
 The models, weights (filled from their state-dict keys) and batch come from
 ``reference/reference_models.py``; the values from ``reference/query_detector_outputs.pt``
 (written by ``reference/record_reference_outputs.py``; its commit says on which code). Float64
-families must agree within 1e-9, float32 ones (with a Faster R-CNN head) within 1e-6 (relative to
+families must agree within 1e-6, float32 ones (with a Faster R-CNN head) within 1e-4 (relative to
 max(1, |value|)).
 
-Padding-as-image (LSJ) entries ("*_lsj") are compared within 1e-6 in every family: the recorded
+Why not tighter: the "float64" families keep the official float32 pieces (the sine position
+embeddings are computed in float32 as the official DETR code does; the dense heads' level scales),
+and float32 sin / cos / exp differ by an ulp between CPUs (vectorised kernels). The first
+families were recorded on an AMD EPYC machine; on an Intel Xeon (AVX-512) the same code, torch
+2.14.1 and inputs differ from them by at most 2.5e-7 in the float64 families and 1.1e-5 in the
+float32 ones (measured 2026-12-07; before that the bounds were 1e-9 / 1e-6, which held on the
+recording machine only). On one machine two runs are bit-identical (the recorder checks it). A
+change of behaviour moves values by orders of magnitude more than these bounds.
+
+Padding-as-image (LSJ) entries ("*_lsj") are compared within at least 1e-6 in every family: the recorded
 code normalised their float32 targets by the image and rescaled them to the padded size, and
 rescaled predictions twice (through a float32 cast); the refactored code normalises once by the
 padded size, which moves values by float32 rounding (measured: at most 1.9e-7 on the losses,
@@ -64,10 +73,11 @@ def _compare(actual, expected, tol, where, stats):
 @pytest.mark.parametrize("family", list(rm.FAMILIES))
 def test_outputs_equal_the_reference(family):
     expected = REFERENCE[family]
-    tol = 1e-9 if bool(expected["float64"]) else 1e-6
+    tol = 1e-6 if bool(expected["float64"]) else 1e-4
     actual = rm.run_family(family)
     assert actual.keys() == expected.keys()
     for key in expected:
         stats = {"values": 0, "max_diff": 0.0}
-        _compare(actual[key], expected[key], 1e-6 if key.endswith("_lsj") else tol, f"{family}.{key}", stats)
+        _compare(actual[key], expected[key], max(tol, 1e-6) if key.endswith("_lsj") else tol, f"{family}.{key}",
+                 stats)
         print(f"{family}.{key}: {stats['values']} values, max relative difference {stats['max_diff']:.3g}")

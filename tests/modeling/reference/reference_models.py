@@ -33,12 +33,20 @@ from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.heads.tood_head import TOODHead
-from codetr.modeling.meta_arch import TOOD, CoDETR, DINO
+from codetr.modeling.decoders import ConditionalDecoder
+from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
+from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefinement, adamixer_layers
+from codetr.modeling.encoders import DETREncoder
+from codetr.modeling.matcher import HungarianMatcher
+from codetr.modeling.meta_arch import DINO, TOOD, AdaMixer, CoDETR, ConditionalDETR, DEQDet, RNNDet
 from codetr.modeling.meta_arch.tood import LastLevelP6P7
-from codetr.modeling.necks import ChannelMapper
+from codetr.modeling.necks import ChannelMapper, InputProjection, SingleScalePyramidAdapter
+from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
+from codetr.modeling.queries import LearnedAnchorQueries, LearnedPointQueries
 from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
+from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
 from codetr.modeling.queries.positive_queries import PositiveQueries
-from codetr.modeling.transformers import DeformableTransformer
+from codetr.modeling.transformers import DeformableTransformer, SingleScaleTransformer
 
 D, K = 32, 3  # hidden width, classes
 SIZE_DIVISIBILITY = 128
@@ -178,6 +186,86 @@ def tood() -> TOOD:
     return model
 
 
+def single_scale(variant: str = "conditional") -> ConditionalDETR:
+    """Conditional DETR ("conditional": 2-d points), DAB-DETR ("dab": 4-d anchors, refined and
+    hw-modulated), DN-DETR ("dn_dab") and DN-Conditional-DETR ("dn_conditional") on res5."""
+    backbone = PatchBackbone()
+    points = variant in ("conditional", "dn_conditional")
+    dn = variant.startswith("dn_")
+    layer = dict(embed_dim=D, num_heads=4, ffn_dim=64, dropout=0.0, activation="relu" if points else "prelu")
+    if points:
+        decoder = ConditionalDecoder(2, num_classes=K, ref_dim=2, ref_point_head=dn, **layer)
+        queries = LearnedPointQueries(12, D)
+    else:
+        decoder = ConditionalDecoder(2, num_classes=K, ref_dim=4, refine=True, ref_point_head=True, modulate_hw=True,
+                                     **layer)
+        queries = LearnedAnchorQueries(12, D)
+    return ConditionalDETR(
+        backbone=backbone,
+        position_embedding=PositionEmbeddingSine(D // 2, temperature=10000 if points else 20, normalize=True),
+        neck=InputProjection(backbone.output_shape(), "res5", D),
+        transformer=SingleScaleTransformer(DETREncoder(1, pos_scale=not points, **layer), decoder, queries),
+        criterion=DETRCriterion(K, weight_class=2.0 if points else 1.0, with_dn=dn),
+        denoising=dn_detr_denoising(K, D, num_groups=2, noise_sizes=not points) if dn else None,
+        select_box_nums_for_evaluation=20,
+        size_divisibility=SIZE_DIVISIBILITY,
+        num_classes=K,
+    )
+
+
+def co_conditional() -> CoDETR:
+    """Co-Conditional-DETR: the multi-scale adapter (strides 8..128 from the stride-32 map), an
+    ATSS head and its positive queries (positions from the decoder's ref_point_head)."""
+    det = single_scale("conditional")
+    det.transformer.decoder = ConditionalDecoder(2, num_classes=K, ref_dim=2, ref_point_head=True, embed_dim=D,
+                                                 num_heads=4, ffn_dim=64, dropout=0.0, activation="relu")
+    names = [f"p{i}" for i in range(3, 8)]
+    atss = ATSSHead(K, names, [2**i for i in range(3, 8)], in_channels=D, feat_channels=D, num_groups=8,
+                    loss_scale=12.0)
+    return CoDETR(det, [atss], PositiveQueries(1, D, K), eval_heads={"one-stage": 0}, pyramid_num_groups=8,
+                  pyramid_adapter=SingleScalePyramidAdapter(D, in_stride=32, strides=[8, 16, 32, 64, 128],
+                                                            num_groups=8))
+
+
+ADAMIXER_STRIDES = (4, 8, 16, 32)
+
+
+def adamixer(loop: str = "deqdet") -> AdaMixer:
+    """AdaMixer ("adamixer": 3 stages), DEQDet ("deqdet": [g, f] to a fixed point, perturbation
+    on) or RNNDet ("rnndet": f unrolled 3 steps) on res2..res5, 8 queries."""
+    backbone = PatchBackbone()
+    loops = {
+        "adamixer": (AdaMixer, lambda: SequentialRefinement(3), 3),
+        "deqdet": (DEQDet, lambda: FixedPointRefinement(refinement_steps=4, supervision_positions=(1, 2, 4),
+                                                        inference_steps=5), 2),
+        "rnndet": (RNNDet, lambda: UnrolledRefinement(3), 2),
+    }
+    cls, make_loop, num_layers = loops[loop]
+    layers = adamixer_layers(num_layers, embed_dim=D, num_heads=2, ffn_dim=64, num_groups=2, in_points=4,
+                             out_points=3, strides=ADAMIXER_STRIDES)
+    xyxy = HungarianMatcher(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, l1_box_format="xyxy")
+    return cls(
+        backbone=backbone,
+        neck=SharedNormChannelMapper(backbone.output_shape(), ["res2", "res3", "res4", "res5"], D, num_groups=8),
+        queries=FixedBoxQueries(8, D),
+        decoder=AdaMixerRefiner(layers, K, make_loop()),
+        criterion=DETRCriterion(K, matcher=xyxy, weight_class=2.0, l1_box_format="xyxy"),
+        num_classes=K,
+        select_box_nums_for_evaluation=8,
+        size_divisibility=SIZE_DIVISIBILITY,
+    )
+
+
+def co_adamixer(loop: str = "deqdet") -> CoDETR:
+    """Co-DEQDet / Co-RNNDet: an ATSS head on p2..p6 (the neck maps plus one level) and its
+    positive queries through the refinement loop."""
+    names = [f"p{i}" for i in range(2, 7)]
+    atss = ATSSHead(K, names, [2**i for i in range(2, 7)], in_channels=D, feat_channels=D, num_groups=8,
+                    loss_scale=12.0)
+    return CoDETR(adamixer(loop), [atss], PositiveQueries(1, D, K), eval_heads={"one-stage": 0},
+                  pyramid_num_groups=8)
+
+
 # ----------------------------------------------------------------------------- weights and data
 def fill_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """Overwrite every floating state-dict entry with values drawn from a generator seeded by
@@ -260,6 +348,17 @@ def _detections(model, batch) -> List[Dict[str, torch.Tensor]]:
     ]
 
 
+def _detections_steps(model, steps: int):
+    """Detections with the refinement loop run for ``steps`` inference steps."""
+    loop = model.decoder.loop
+    before = loop.inference_steps
+    loop.inference_steps = steps
+    try:
+        return _detections(model, make_batch())
+    finally:
+        loop.inference_steps = before
+
+
 def run_family(name: str) -> Dict:
     """Build family ``name``, fill its weights, and return {"losses": ..., "detections": ...}
     (plus extra entries for some families); the same dict the reference file stores."""
@@ -310,4 +409,16 @@ FAMILIES: Dict[str, tuple] = {  # name: (builder, dtype, extra runs)
     "co_dino_k2_thead": (lambda: co_dino(4, ("rcnn", "thead")), F32, _co_detr_extras()),
     "co_deformable_detr": (co_deformable_detr, F32, _co_detr_extras()),
     "tood": (tood, F64, {"losses_iter5_tal": lambda m: _losses(m, make_batch(), SEED, iteration=5)}),
+    # recorded later (on bd9d8c7, before the one-decoder-driver refactor): the single-scale and
+    # AdaMixer families
+    "conditional_detr": (lambda: single_scale("conditional"), F64, {}),
+    "dab_detr": (lambda: single_scale("dab"), F64, {}),
+    "dn_detr": (lambda: single_scale("dn_dab"), F64, {}),
+    "dn_conditional_detr": (lambda: single_scale("dn_conditional"), F64, {}),
+    "co_conditional_detr": (co_conditional, F64, {}),
+    "adamixer": (lambda: adamixer("adamixer"), F64, {}),
+    "deqdet": (lambda: adamixer("deqdet"), F64, {"detections_8_steps": lambda m: _detections_steps(m, 8)}),
+    "rnndet": (lambda: adamixer("rnndet"), F64, {"detections_5_steps": lambda m: _detections_steps(m, 5)}),
+    "co_deqdet": (lambda: co_adamixer("deqdet"), F64, {}),
+    "co_rnndet": (lambda: co_adamixer("rnndet"), F64, {}),
 }

@@ -66,8 +66,9 @@ def run(loop_name, steps, args):
     from codetr.layers.adaptive_sampling import zero_padding  # noqa: F401  (import check)
     from codetr.modeling.decoders.adamixer import AdaMixerDecoderLayer
     from codetr.modeling.decoders.refinement import AdaMixerRefiner
-    from codetr.modeling.decoders.xyzr import XYZRCoder
+    from codetr.modeling.coders import XYZRCoder
     from codetr.modeling.encoders.output import EncoderOutput
+    from codetr.modeling.queries import QueryGroup
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -76,15 +77,15 @@ def run(loop_name, steps, args):
     h = w = args.image
     feats = [torch.randn(1, 256, h // s, w // s) for s in (4, 8, 16, 32)]
     masks = [torch.zeros(1, h // s, w // s, dtype=torch.bool) for s in (4, 8, 16, 32)]
-    enc = EncoderOutput.from_levels(feats, masks, [torch.zeros_like(f) for f in feats])
     image_wh = torch.tensor([[float(w), float(h)]])
+    enc = EncoderOutput.from_levels(feats, masks, [torch.zeros_like(f) for f in feats], image_wh)
     content = torch.nn.functional.layer_norm(torch.randn(1, args.queries, 256), (256,))
-    xyzr = XYZRCoder().from_boxes(torch.tensor([0.5, 0.5, 1.0, 1.0]).expand(1, args.queries, 4), image_wh)
+    xyzr = XYZRCoder(image_wh).from_boxes(torch.tensor([0.5, 0.5, 1.0, 1.0]).expand(1, args.queries, 4))
 
     def training_step():
-        outputs = refiner(content, xyzr, enc, image_wh)
-        sum(p["logits"].sigmoid().mean() + p["boxes"].abs().mean() for _, p in outputs).backward()
-        return len(outputs)
+        out = refiner([QueryGroup(content, xyzr)], enc)
+        (out.logits.sigmoid().mean((1, 2, 3)) + out.boxes.abs().mean((1, 2, 3))).sum().backward()
+        return len(out.names)
 
     return measure(loop_name, steps, training_step)
 

@@ -7,7 +7,7 @@ the number of inference steps, from one pass over the test set.
         --max-steps 50 --output deqdet_steps.json
 
 Per test batch: the backbone and neck once, then ``g`` and ``f`` applied ``--max-steps`` times
-(``AdaMixerRefiner.step`` with layer 0, then layer 1, without perturbation: exactly what
+(the decoder's step with layer 0, then layer 1, without perturbation: exactly what
 inference with ``model.decoder.loop.inference_steps=k`` computes for every k up to the maximum);
 the prediction after each step goes through the model's own ``inference`` / ``postprocess`` into
 one ``COCOEvaluator`` per step count. The residual after step t (t >= 1) compares the state
@@ -29,7 +29,6 @@ from detectron2.utils.logger import setup_logger
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "projects"))
 
 from codetr.engine import load_for_evaluation  # noqa: E402
-from codetr.modeling.decoders.fixed_point import QueryState  # noqa: E402
 
 
 def trajectory(model, inputs, max_steps):
@@ -38,13 +37,13 @@ def trajectory(model, inputs, max_steps):
     norm_sizes = model.normalization_sizes(images, inputs)
     enc = model.encode(images)
     group, _ = model.matching_queries(enc)
-    state = QueryState(group.content, group.reference)
+    step, state = model.decoder.stepper([group], enc)
     detections, residuals = [], []
     for k in range(max_steps + 1):
-        new, pred = model.decoder.step(0 if k == 0 else 1, state, enc, enc.image_wh)
+        new, pred = step(0 if k == 0 else 1, state)
         if k > 0:
             c_rel = (new.content - state.content).norm(dim=-1) / state.content.norm(dim=-1).clamp_min(1e-12)
-            d = new.xyzr - state.xyzr
+            d = new.reference - state.reference
             residuals.append(torch.stack([c_rel.flatten(), d[..., :2].norm(dim=-1).flatten(),
                                           d[..., 2:].abs().sum(-1).flatten()]).sum(1))
         state = new

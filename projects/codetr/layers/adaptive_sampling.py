@@ -48,7 +48,7 @@ def sampling_points_3d(xyzr: Tensor, offsets: Tensor) -> Tensor:
 
     Args:
         xyzr: (N, Q, 4) query boxes as (x, y, z, r) in pixels (see
-            ``codetr.modeling.decoders.xyzr``): w = 2^(z - r/2), h = 2^(z + r/2).
+            ``codetr.modeling.coders``): w = 2^(z - r/2), h = 2^(z + r/2).
         offsets: (N, Q, G, P, 3) (dx, dy, dz): dx, dy in units of the box's w, h; dz in log2 units.
     Returns:
         (N, Q, G, P, 3): ``(x + dx w, y + dy h, z + dz)``.

@@ -14,7 +14,7 @@ from codetr.modeling.decoders.adamixer import (
     iof_attention_bias,
     xyzr_position_embedding,
 )
-from codetr.modeling.decoders.xyzr import refine_xyzr, xyxy_to_xyzr
+from codetr.modeling.coders import refine_xyzr, xyxy_to_xyzr
 
 from adamixer_cases import make_enc
 

@@ -9,7 +9,7 @@ from codetr.modeling.decoders.fixed_point import (
     UnrolledRefinement,
     perturb_state,
 )
-from codetr.modeling.decoders.xyzr import xyxy_to_xyzr, xyzr_to_xyxy
+from codetr.modeling.coders import xyxy_to_xyzr, xyzr_to_xyxy
 
 
 class StubLayer(nn.Module):
@@ -38,11 +38,11 @@ class Recorder:
     def step(self, i, state):
         layer = self.g if i == 0 else self.f
         k = len(self.calls)
-        self.calls.append((i, torch.is_grad_enabled(), state.content.detach().clone(), state.xyzr.detach().clone()))
+        self.calls.append((i, torch.is_grad_enabled(), state.content.detach().clone(), state.reference.detach().clone()))
         content = layer(state.content)
         if content.requires_grad:
             content.register_hook(lambda grad, k=k: self.reached.add(k))
-        xyzr = state.xyzr.detach() + 0.01 * layer.box(content)  # positions detached at the input, as AdaMixer
+        xyzr = state.reference.detach() + 0.01 * layer.box(content)  # positions detached at the input, as AdaMixer
         return QueryState(content, xyzr), content.sum(-1) + xyzr.sum(-1)
 
 
@@ -101,12 +101,12 @@ def test_perturbation_formula():
     torch.rand(1)
     eps = torch.randn_like(state.content)
     torch.rand(1)
-    box_noise = torch.randn_like(state.xyzr)
+    box_noise = torch.randn_like(state.reference)
     norm = state.content.pow(2).sum(-1, keepdim=True).sqrt()
     torch.testing.assert_close(out.content, 0.9 * state.content + norm * eps * 0.1)
-    torch.testing.assert_close(out.xyzr, xyxy_to_xyzr(xyzr_to_xyxy(state.xyzr) + 25 * box_noise))
+    torch.testing.assert_close(out.reference, xyxy_to_xyzr(xyzr_to_xyxy(state.reference) + 25 * box_noise))
     unchanged = perturb_state(state, 0.0, 0.0)
-    assert torch.equal(unchanged.content, state.content) and torch.equal(unchanged.xyzr, state.xyzr)
+    assert torch.equal(unchanged.content, state.content) and torch.equal(unchanged.reference, state.reference)
 
 
 def test_perturbation_only_in_training():

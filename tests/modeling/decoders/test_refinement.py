@@ -1,4 +1,5 @@
 """AdaMixerRefiner with real AdaMixer layers: DEQDet / RNNDet / AdaMixer loops end to end."""
+import dataclasses
 import math
 
 import pytest
@@ -8,7 +9,8 @@ from codetr.layers.adaptive_sampling import zero_padding
 from codetr.modeling.decoders.adamixer import AdaMixerDecoderLayer
 from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
 from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefinement
-from codetr.modeling.decoders.xyzr import XYZRCoder
+from codetr.modeling.coders import XYZRCoder
+from codetr.modeling.queries import QueryGroup
 
 from adamixer_cases import make_enc
 
@@ -33,9 +35,16 @@ def _inputs(dtype=torch.float32):
     feats = zero_padding(feats, masks)
     image_wh = torch.tensor([[w, h] for h, w in sizes], dtype=dtype)
     whole = torch.tensor([0.5, 0.5, 1.0, 1.0], dtype=dtype).expand(2, 5, 4)
-    xyzr = XYZRCoder().from_boxes(whole, image_wh)  # the official initial queries: whole images
+    xyzr = XYZRCoder(image_wh).from_boxes(whole)  # the official initial queries: whole images
     content = torch.nn.functional.layer_norm(torch.randn(2, 5, 16, dtype=dtype), (16,))
     return feats, masks, image_wh, content, xyzr, sizes
+
+
+def _run(refiner, content, xyzr, enc, image_wh, **kw):
+    """The decoder on one query group -> [(name, {"logits", "boxes"}), ...] per output."""
+    enc = dataclasses.replace(enc, image_wh=image_wh)
+    out = refiner([QueryGroup(content, xyzr)], enc, **kw)
+    return [(n, {"logits": lg, "boxes": bx}) for n, lg, bx in zip(out.names, out.logits, out.boxes)]
 
 
 def _loss(outputs):
@@ -45,7 +54,7 @@ def _loss(outputs):
 def test_deqdet_training_step():
     feats, masks, image_wh, content, xyzr, _ = _inputs()
     refiner = AdaMixerRefiner(_layers(2), 3, FixedPointRefinement()).train()
-    outputs = refiner(content, xyzr, make_enc(feats, masks), image_wh)
+    outputs = _run(refiner, content, xyzr, make_enc(feats, masks), image_wh)
     assert [n for n, _ in outputs] == ["init", "init^1", "init^2", "iter1", "iter3", "iter6", "iter9", "iter12",
                                       "iter20"]
     assert outputs[0][1]["logits"].shape == (2, 5, 3) and outputs[0][1]["boxes"].shape == (2, 5, 4)
@@ -65,14 +74,14 @@ def test_inference_steps_and_batched_equals_single_image():
             layer.mixing.parameter_generator.weight.normal_(std=0.05)
         for head in refiner.box_heads:
             head.fc.weight.normal_(std=0.01)
-        batched = refiner(content, xyzr, make_enc(feats, masks), image_wh, num_steps=4)
+        batched = _run(refiner, content, xyzr, make_enc(feats, masks), image_wh, num_steps=4)
         assert len(batched) == 1 and batched[0][0] == "step4"
         for i, (h, w) in enumerate(sizes):
             lone = [f[i:i + 1, :, : math.ceil(h / s), : math.ceil(w / s)] for f, s in zip(feats, STRIDES)]
-            alone = refiner(content[i:i + 1], xyzr[i:i + 1], make_enc(lone), image_wh[i:i + 1], num_steps=4)
+            alone = _run(refiner, content[i:i + 1], xyzr[i:i + 1], make_enc(lone), image_wh[i:i + 1], num_steps=4)
             for key in ("logits", "boxes"):
                 torch.testing.assert_close(batched[0][1][key][i:i + 1], alone[0][1][key])
-        fewer = refiner(content, xyzr, make_enc(feats, masks), image_wh, num_steps=1)
+        fewer = _run(refiner, content, xyzr, make_enc(feats, masks), image_wh, num_steps=1)
         assert not torch.allclose(fewer[0][1]["boxes"], batched[0][1]["boxes"])
 
 
@@ -80,12 +89,12 @@ def test_rnndet_and_adamixer_loops():
     feats, masks, image_wh, content, xyzr, _ = _inputs()
     enc = make_enc(feats, masks)
     rnn = AdaMixerRefiner(_layers(2), 3, UnrolledRefinement(3)).train()
-    out = rnn(content, xyzr, enc, image_wh)
+    out = _run(rnn, content, xyzr, enc, image_wh)
     assert [n for n, _ in out] == ["init", "step1", "step2", "step3"]
     _loss(out[-1:]).backward()  # the last step alone reaches g through the unrolled f steps
     assert rnn.layers[0].norm3.weight.grad is not None
     stack = AdaMixerRefiner(_layers(3), 3, SequentialRefinement(3)).train()
-    out = stack(content, xyzr, enc, image_wh)
+    out = _run(stack, content, xyzr, enc, image_wh)
     assert [n for n, _ in out] == ["layer0", "layer1", "layer2"]
     _loss(out).backward()
     assert all(p.grad is not None for p in stack.parameters())
@@ -95,7 +104,7 @@ def test_training_step_finite_under_cpu_autocast():
     feats, masks, image_wh, content, xyzr, _ = _inputs()
     refiner = AdaMixerRefiner(_layers(2), 3, FixedPointRefinement(refinement_steps=3, supervision_positions=(1, 3)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        outputs = refiner.train()(content, xyzr, make_enc(feats, masks), image_wh)
+        outputs = _run(refiner.train(), content, xyzr, make_enc(feats, masks), image_wh)
         loss = _loss(outputs)
     loss.float().backward()
     assert torch.isfinite(loss)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from codetr.modeling.decoders.xyzr import (
+from codetr.modeling.coders import (
     XYZRCoder,
     cxcywh_to_xyzr,
     refine_xyzr,
@@ -60,10 +60,10 @@ def test_refinement_moves_the_centre_in_units_of_the_geometric_mean_side():
 
 
 def test_coder_between_normalised_boxes_and_pixels():
-    coder = XYZRCoder()
     image_wh = torch.tensor([[100.0, 50.0], [40.0, 80.0]], dtype=torch.float64)
+    coder = XYZRCoder().for_images(image_wh)
     whole = torch.tensor([0.5, 0.5, 1.0, 1.0], dtype=torch.float64).expand(2, 3, 4)
-    ref = coder.from_boxes(whole, image_wh)
+    ref = coder.from_boxes(whole)
     assert ref.shape == (2, 3, 4)
     # image 0: centre (50, 25), w = 100, h = 50 -> z = log2(sqrt(5000)), r = -1
     torch.testing.assert_close(
@@ -71,11 +71,11 @@ def test_coder_between_normalised_boxes_and_pixels():
         atol=1e-6, rtol=0)
     torch.testing.assert_close(ref[1, 2, :2], torch.tensor([20.0, 40.0], dtype=torch.float64))
     # zero delta decodes to the reference box itself, normalised by each image's size
-    torch.testing.assert_close(coder.decode(torch.zeros_like(ref), ref, image_wh), whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(coder.decode(torch.zeros_like(ref), ref), whole, atol=1e-6, rtol=0)
     # a step of dx = 0.1 moves image 0's centre by 0.1 * sqrt(100 * 50) pixels, i.e. / 100 normalised
     delta = torch.zeros_like(ref)
     delta[..., 0] = 0.1
-    boxes = coder.decode(delta, ref, image_wh)
+    boxes = coder.decode(delta, ref)
     torch.testing.assert_close(boxes[0, :, 0], torch.full((3,), 0.5 + 0.1 * math.sqrt(5000.0) / 100,
                                                          dtype=torch.float64))
     torch.testing.assert_close(boxes[1, :, 0], torch.full((3,), 0.5 + 0.1 * math.sqrt(3200.0) / 40,
@@ -85,4 +85,6 @@ def test_coder_between_normalised_boxes_and_pixels():
 
 def test_coder_rejects_bad_image_sizes():
     with pytest.raises(ValueError, match="image_wh"):
-        XYZRCoder().from_boxes(torch.rand(2, 3, 4), torch.ones(3, 2))
+        XYZRCoder(torch.ones(3, 2)).from_boxes(torch.rand(2, 3, 4))
+    with pytest.raises(ValueError, match="for_images"):  # a coder without sizes cannot cross to pixels
+        XYZRCoder().from_boxes(torch.rand(2, 3, 4))

@@ -6,7 +6,7 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.decoders.fixed_point import FixedPointRefinement, QueryState, UnrolledRefinement
+from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
 from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefinement, adamixer_layers
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import AdaMixer, DEQDet, RNNDet
@@ -143,9 +143,9 @@ def test_inference_with_a_changed_number_of_steps():
     with torch.no_grad():
         enc = model.encode(model.preprocess_image(BATCH))
         group, _ = model.matching_queries(enc)
-        state, preds = QueryState(group.content, group.reference), []
+        (step, state), preds = model.decoder.stepper([group], enc), []
         for k in range(6):
-            state, pred = model.decoder.step(min(k, 1), state, enc, enc.image_wh)
+            state, pred = step(min(k, 1), state)
             preds.append(pred)
         for steps in (0, 2, 5):
             model.decoder.loop.inference_steps = steps
@@ -211,9 +211,10 @@ def test_refinement_steps_tool_equals_inference_at_every_step_count(cls):
                 torch.testing.assert_close(got["instances"].scores, want["instances"].scores)
         enc = model.encode(model.preprocess_image(BATCH))
         group, _ = model.matching_queries(enc)
-        z0, _ = model.decoder.step(0, QueryState(group.content, group.reference), enc, enc.image_wh)
-        z1, _ = model.decoder.step(1, z0, enc, enc.image_wh)
+        step, state = model.decoder.stepper([group], enc)
+        z0, _ = step(0, state)
+        z1, _ = step(1, z0)
     rel = ((z1.content - z0.content).norm(dim=-1) / z0.content.norm(dim=-1)).sum()
-    centre = (z1.xyzr[..., :2] - z0.xyzr[..., :2]).norm(dim=-1).sum()
-    scale = (z1.xyzr[..., 2:] - z0.xyzr[..., 2:]).abs().sum()
+    centre = (z1.reference[..., :2] - z0.reference[..., :2]).norm(dim=-1).sum()
+    scale = (z1.reference[..., 2:] - z0.reference[..., 2:]).abs().sum()
     torch.testing.assert_close(residuals[0], torch.stack([rel, centre, scale]))

@@ -7,7 +7,7 @@ import torch
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
 from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefinement, adamixer_layers
-from codetr.modeling.decoders.xyzr import xyzr_to_cxcywh
+from codetr.modeling.coders import xyzr_to_cxcywh
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import AdaMixer, CoDETR, DEQDet, RNNDet
@@ -245,8 +245,8 @@ def test_positions_given_with_the_queries_are_refused():
         enc = model.encode(model.preprocess_image(BATCH))
     fixed = fixed_queries()
     fixed.query_pos = torch.zeros_like(fixed.content)
-    with pytest.raises(ValueError, match="query_pos"):
-        model.fixed_group(fixed, enc)
+    with pytest.raises(ValueError, match="query_pos"):  # the decoder refuses them (it embeds each xyzr)
+        model.decode_fixed(enc, fixed)
     with pytest.raises(ValueError, match="image_wh"):
         model.fixed_group(fixed_queries())
     with pytest.raises(ValueError, match=r"bool \(11, 11\)"):

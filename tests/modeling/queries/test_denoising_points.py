@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from codetr.modeling.decoders.box_coders import PointCoder
+from codetr.modeling.coders import PointCoder
 from codetr.modeling.queries.denoising import DenoisingGenerator, apply_centre_noise, dn_detr_denoising
 
 NUM_CLASSES = 5

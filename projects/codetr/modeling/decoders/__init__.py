@@ -1,5 +1,5 @@
 """Decoders: the ``QueryDecoder`` driver, its layers and box coders."""
-from .box_coders import BoxCoder, PointCoder
+from codetr.modeling.coders import BoxCoder, PointCoder
 from .conditional import ConditionalDecoder, ConditionalDecoderLayer, ConditionalSpatialQuery
 from .deformable import DeformableDecoder, DeformableDecoderLayer, init_heads
 from .driver import DecoderOutput, QueryDecoder

@@ -1,7 +1,7 @@
 """AdaMixer's decoder layer (Gao et al., CVPR 2022), the layer of DEQDet's g and f (ICCV 2023).
 
 A query is a content vector (N, Q, C) and a position, its box as (x, y, z, r) in pixels of the
-network input (``codetr.modeling.decoders.xyzr``). One layer:
+network input (``codetr.modeling.coders``). One layer:
 
 1. self-attention over the queries of an image: query = key = value = ``content + pe`` where
    ``pe`` is the sine embedding of (x / 1000, y / 1000, z, r) (C / 4 channels per coordinate,
@@ -16,7 +16,7 @@ network input (``codetr.modeling.decoders.xyzr``). One layer:
 
 The class and box heads (``AdaMixerHead``: Linear + LayerNorm + ReLU blocks, then a Linear) read
 the layer's output; the box head gives (dx, dy, dz, dr), applied with
-``codetr.modeling.decoders.xyzr.refine_xyzr``.
+``codetr.modeling.coders.refine_xyzr``.
 
 Layer interface (the ``QueryDecoder`` one): ``forward(content, query_pos, reference, enc,
 attn_mask) -> content`` with ``reference`` (N, Q, 4) xyzr in pixels (detached inside the layer:
@@ -41,7 +41,7 @@ from codetr.layers.adaptive_mixing import AdaptiveMixing
 from codetr.layers.adaptive_sampling import AdaptiveSampling3D
 from codetr.layers.transformer_blocks import FFN
 
-from .xyzr import xyzr_to_xyxy
+from codetr.modeling.coders import xyzr_to_xyxy
 
 __all__ = [
     "AdaMixerDecoderLayer",

@@ -44,7 +44,7 @@ from codetr.modeling.encoders.detr import make_activation
 from codetr.modeling.encoders.output import EncoderOutput
 from codetr.modeling.queries.positions import BoxSineQueryPosition
 
-from .box_coders import BoxCoder, PointCoder
+from codetr.modeling.coders import BoxCoder, PointCoder
 from .deformable import init_heads
 from .driver import QueryDecoder
 

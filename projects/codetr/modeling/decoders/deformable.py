@@ -15,7 +15,7 @@ from codetr.layers.transformer_blocks import FFN, clones
 from codetr.modeling.encoders.output import EncoderOutput
 from codetr.modeling.queries.positions import BoxSineQueryPosition
 
-from .box_coders import BoxCoder
+from codetr.modeling.coders import BoxCoder
 from .driver import QueryDecoder
 
 __all__ = ["DeformableDecoderLayer", "DeformableDecoder", "init_heads"]

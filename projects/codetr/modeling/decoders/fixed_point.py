@@ -1,8 +1,8 @@
 """Weight-tied refinement loops over one decoder layer: DEQDet (ICCV 2023) and RNNDet.
 
 Both iterate an initial layer ``g`` and a refinement layer ``f`` on a query state
-(``QueryState``: content (N, Q, C) and xyzr (N, Q, 4) pixels). They do not call layers
-themselves: the caller passes ``step(layer_index, state) -> (next_state, prediction)`` with
+(``QueryState``: content (N, Q, C) and reference: xyzr (N, Q, 4) pixels). They do not call layers
+themselves: the decoder driver (``QueryDecoder``) passes ``step(layer_index, state) -> (next_state, prediction)`` with
 ``layer_index`` 0 for ``g`` and 1 for ``f`` (one layer application plus its heads; ``prediction``
 is whatever the criterion reads, e.g. logits and boxes). Both return the supervised predictions
 as ``(name, prediction)`` pairs in order; each is supervised like a decoder layer's output.
@@ -31,29 +31,18 @@ detached leaf copies) is not implemented: one backward after all losses, as any 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .xyzr import xyxy_to_xyzr, xyzr_to_xyxy
+from codetr.modeling.coders import xyxy_to_xyzr, xyzr_to_xyxy
+
+from .driver import QueryState, Step
 
 __all__ = ["FixedPointRefinement", "QueryState", "UnrolledRefinement", "perturb_state"]
 
 
-@dataclass
-class QueryState:
-    """content (N, Q, C); xyzr (N, Q, 4) in pixels (``codetr.modeling.decoders.xyzr``)."""
-
-    content: Tensor
-    xyzr: Tensor
-
-    def detach(self) -> "QueryState":
-        return QueryState(self.content.detach(), self.xyzr.detach())
-
-
-Step = Callable[[int, QueryState], Tuple[QueryState, Any]]
 Outputs = List[Tuple[str, Any]]
 
 
@@ -72,7 +61,7 @@ def perturb_state(
     x N(0, 1) per coordinate, re-encoded as xyzr (|w|, |h|). Draws: ``torch.rand(1)`` for each
     decision, ``torch.randn_like`` for the noise, in that order (the default generator).
     """
-    content, xyzr = state.content, state.xyzr
+    content, xyzr = state.content, state.reference
     if bool(torch.rand(1) < content_prob):
         noise = torch.randn_like(content)
         content = (1 - content_intensity) * content + content.norm(dim=-1, keepdim=True) * noise * content_intensity

@@ -8,18 +8,20 @@ inference, postprocessing); what is their own:
   sampling then reads beyond an image what it reads beyond the same image alone) ->
   ``EncoderOutput.from_levels`` (no encoder, no positional embedding), carrying each image's
   normalisation size ``image_wh`` (xyzr positions are pixels);
-- ``matching_queries``: ``FixedBoxQueries``, learned contents at the whole-image box (xyzr pixels);
-- ``fixed_group``: fixed-target queries (Co-DETR's positive queries, ``CoDETR(detector=DEQDet(...))``):
-  their content and their reference boxes as xyzr pixels (``XYZRCoder.from_boxes``); ``decode``
-  runs them first, with the matching queries, through the same refiner as one state, the group
-  attention mask setting blocked pairs of the IoF bias to -inf; each output splits per group;
-- ``decode``: the refiner; its supervised outputs in order become the criterion's dict, the
-  last as "pred_*" and the others as "aux_outputs" (loss suffixes ``_0``, ``_1``, ...). DEQDet
-  (``FixedPointRefinement``): init, init^1, init^2, iter1, iter3, iter6, iter9, iter12 ->
-  ``_0`` .. ``_7``, iter20 -> no suffix; AdaMixer: stage i -> ``_i``, the last stage -> none;
-  RNNDet: init, step1, ... At inference the loop returns its last prediction (DEQDet: g then f
-  ``decoder.loop.inference_steps`` times, 20 + 1 by default; change it on the model or in the
-  config, ``model.decoder.loop.inference_steps=50``).
+- ``matching_queries``: ``FixedBoxQueries``, learned contents at the whole-image box (xyzr pixels).
+
+The rest is the base's. Fixed-target queries (Co-DETR's positive queries,
+``CoDETR(detector=DEQDet(...))``) become a group whose references are xyzr pixels (the decoder's
+``XYZRCoder`` for the encoder output's image sizes); they run first, with the matching queries,
+through the decoder as one state (DEQDet's perturbation and fixed point act on all of them), the
+group attention mask setting blocked pairs of the IoF bias to -inf; each output splits per group.
+The decoder (``AdaMixerRefiner``, a ``QueryDecoder``) returns its loop's outputs in order; they
+become the criterion's dict, the last as "pred_*" and the others as "aux_outputs" (loss suffixes
+``_0``, ``_1``, ...). DEQDet (``FixedPointRefinement``): init, init^1, init^2, iter1, iter3, iter6,
+iter9, iter12 -> ``_0`` .. ``_7``, iter20 -> no suffix; AdaMixer: stage i -> ``_i``, the last stage
+-> none; RNNDet: init, step1, ... At inference the loop returns its last prediction (DEQDet: g then
+f ``decoder.loop.inference_steps`` times, 20 + 1 by default; change it on the model or in the
+config, ``model.decoder.loop.inference_steps=50``).
 
 Inference: top ``select_box_nums_for_evaluation`` (the number of queries in the official configs)
 over queries x classes of sigmoid scores, no NMS.
@@ -29,25 +31,23 @@ it iterates; the registered names let configs and logs say which detector they a
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
-import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import ImageList
-from torch import Tensor, nn
+from torch import nn
 
 from codetr.layers.adaptive_sampling import zero_padding
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
 from codetr.modeling.decoders.refinement import AdaMixerRefiner
-from codetr.modeling.decoders.xyzr import XYZRCoder
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.necks import padding_mask_at_stride
 from codetr.modeling.queries import QueryGroup
 from codetr.modeling.queries.denoising import FixedTargetQueries
 from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
 
-from .query_detector import QueryDetector, layer_outputs, normalization_wh
+from .query_detector import QueryDetector, normalization_wh
 
 __all__ = ["AdaMixer", "DEQDet", "RNNDet"]
 
@@ -114,62 +114,6 @@ class AdaMixer(QueryDetector):
             raise ValueError(f"{type(self).__name__}: the encoder output has no image_wh (build it with encode())")
         content, xyzr = self.queries(enc.image_wh)
         return QueryGroup(content, xyzr), {}
-
-    def fixed_group(self, fixed: FixedTargetQueries, enc: Optional[EncoderOutput] = None) -> QueryGroup:
-        """Fixed-target queries (Co-DETR's positive queries) as a group of the refiner: their
-        content, and their reference boxes (normalised cxcywh) as xyzr pixels of each image. The
-        layers derive query positions from xyzr: given positions (``fixed.query_pos``, the
-        co_deformable style) are refused."""
-        if fixed.query_pos is not None:
-            raise ValueError(
-                f"{type(self).__name__}: fixed-target queries with query_pos are not supported (the AdaMixer layers "
-                "embed each query's xyzr; use PositiveQueries(style='co_dino'))"
-            )
-        if enc is None or enc.image_wh is None:
-            raise ValueError(f"{type(self).__name__}: fixed_group needs the encoder output with its image_wh "
-                             "(build it with encode())")
-        return QueryGroup(fixed.content, XYZRCoder().from_boxes(fixed.ref_boxes, enc.image_wh))
-
-    def decode(self, enc: EncoderOutput, groups: Sequence[QueryGroup], attn_mask: Optional[Tensor] = None
-               ) -> List[Dict]:
-        """The refiner on the concatenated ``groups`` (one state: DEQDet's perturbation and fixed
-        point act on all of them) -> per group, its criterion dict (see the module docstring);
-        boxes are normalised cxcywh of each image's ``enc.image_wh``.
-
-        ``attn_mask``: None, or bool (Q, Q) / (N, Q, Q) over the concatenated queries, True =
-        blocked (``FixedTargetQueries.attn_mask``); the layers set blocked pairs of their IoF
-        attention bias to -inf (the mask keeps the diagonal open)."""
-        if not groups:
-            raise ValueError(f"{type(self).__name__}: decode needs at least one query group")
-        if len(groups) == 1:
-            content, xyzr = groups[0].content, groups[0].reference
-        else:
-            content = torch.cat([g.content for g in groups], 1)
-            xyzr = torch.cat([g.reference for g in groups], 1)
-        if attn_mask is not None:
-            attn_mask = _per_head_mask(attn_mask, content.shape[0], content.shape[1], self.decoder.layers[0].num_heads)
-        preds = self.decoder(content, xyzr, enc, enc.image_wh, attn_mask)
-        logits = torch.stack([p["logits"] for _, p in preds])
-        boxes = torch.stack([p["boxes"] for _, p in preds])
-        if len(groups) == 1:
-            return [layer_outputs(logits, boxes, self.aux_loss)]
-        outputs, start = [], 0
-        for g in groups:
-            sl = slice(start, start + g.num_queries)
-            outputs.append(layer_outputs(logits[:, :, sl], boxes[:, :, sl], self.aux_loss))
-            start = sl.stop
-        return outputs
-
-
-def _per_head_mask(attn_mask: Tensor, n: int, q: int, num_heads: int) -> Tensor:
-    """bool (Q, Q) or (N, Q, Q) -> what the layers take: (Q, Q) or (N * heads, Q, Q)."""
-    if attn_mask.dtype != torch.bool or attn_mask.shape[-2:] != (q, q) or (
-        attn_mask.dim() == 3 and attn_mask.shape[0] != n) or attn_mask.dim() not in (2, 3):
-        raise ValueError(
-            f"attention mask must be bool ({q}, {q}) or ({n}, {q}, {q}) over the concatenated queries, got "
-            f"{attn_mask.dtype} {tuple(attn_mask.shape)}"
-        )
-    return attn_mask if attn_mask.dim() == 2 else attn_mask.repeat_interleave(num_heads, dim=0)
 
 
 @META_ARCH_REGISTRY.register()

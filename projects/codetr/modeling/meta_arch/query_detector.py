@@ -230,7 +230,8 @@ class QueryDetector(nn.Module):
         """Fixed-target queries as a decoder ``QueryGroup`` (references in the decoder's box
         coder's parametrisation; ``enc``, the encoder output they are decoded on, for
         detectors whose references need each image's size: AdaMixer's xyzr pixels)."""
-        return QueryGroup(fixed.content, self.decoder.box_coder.from_boxes(fixed.ref_boxes), fixed.query_pos)
+        coder = self.decoder.box_coder.for_images(None if enc is None else enc.image_wh)
+        return QueryGroup(fixed.content, coder.from_boxes(fixed.ref_boxes), fixed.query_pos)
 
     def decode_fixed(self, enc: EncoderOutput, fixed: FixedTargetQueries) -> Dict:
         """Decode a fixed-target group alone (Co-DETR's positive queries): its criterion dict."""

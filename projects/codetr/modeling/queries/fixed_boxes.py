@@ -1,7 +1,7 @@
 """AdaMixer / DEQDet initial queries: learned content vectors at a fixed whole-image box.
 
 Every query starts at the normalised cxcywh box (0.5, 0.5, 1, 1), i.e. the whole unpadded image,
-as (x, y, z, r) pixels of each image (``codetr.modeling.decoders.xyzr``); the box embedding is
+as (x, y, z, r) pixels of each image (``codetr.modeling.coders``); the box embedding is
 stored (the official releases' ``init_proposal_bboxes``) but frozen. The content is a learned
 embedding, LayerNorm'ed (no affine) before use.
 """
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codetr.modeling.decoders.xyzr import XYZRCoder
+from codetr.modeling.coders import XYZRCoder
 
 __all__ = ["FixedBoxQueries"]
 
@@ -36,5 +36,5 @@ class FixedBoxQueries(nn.Module):
     def forward(self, image_wh: Tensor) -> Tuple[Tensor, Tensor]:
         n = image_wh.shape[0]
         content = F.layer_norm(self.content, self.content.shape[-1:])
-        xyzr = XYZRCoder().from_boxes(self.boxes.expand(n, -1, -1), image_wh.to(self.boxes.dtype))
+        xyzr = XYZRCoder(image_wh.to(self.boxes.dtype)).from_boxes(self.boxes.expand(n, -1, -1))
         return content.expand(n, -1, -1), xyzr

@@ -18,7 +18,7 @@ class QueryGroup:
         content: (N, Q, C) content queries.
         reference: (N, Q, R) initial reference, in the decoder's box-coder parametrisation
             (R = 4: normalised cxcywh boxes; R = 2: normalised (x, y) points); see
-            ``codetr.modeling.decoders.box_coders``.
+            ``codetr.modeling.coders``.
         query_pos: (N, Q, C) positions used unchanged by every decoder layer ("given"
             positions: learned position embeddings, Deformable-DETR++'s proposal positions,
             Co-Deformable-DETR's positive queries), or None: the decoder derives the positions

@@ -9,7 +9,7 @@ box (..., 4) as normalised cxcywh of the unpadded image (what losses and inferen
 - ``PointCoder`` (R = 2): the reference is a normalised (x, y) point (Conditional DETR);
   ``box = sigmoid(delta + (logit(x), logit(y), 0, 0))``; refining moves the point by the first
   two channels, ``sigmoid(delta[..., :2] + logit(point))``.
-A later coder (AdaMixer's xyzr) implements the same three methods.
+``XYZRCoder`` (``coders/xyzr.py``, AdaMixer's pixels) implements the same methods.
 """
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ class BoxCoder:
     """4-d references: normalised cxcywh boxes."""
 
     ref_dim = 4
+
+    def for_images(self, image_wh=None) -> "BoxCoder":
+        """The coder for a batch of images: this one (normalised references need no sizes)."""
+        return self
 
     def from_boxes(self, boxes: Tensor) -> Tensor:
         """(..., 4) normalised cxcywh boxes -> (..., R) references (identity here)."""
@@ -44,6 +48,9 @@ class PointCoder:
     """2-d references: normalised (x, y) points (box centres)."""
 
     ref_dim = 2
+
+    def for_images(self, image_wh=None) -> "PointCoder":
+        return self
 
     def from_boxes(self, boxes: Tensor) -> Tensor:
         """(..., 4) normalised cxcywh boxes -> (..., 2) their centres."""

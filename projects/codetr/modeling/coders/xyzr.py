@@ -16,6 +16,8 @@ box's geometric-mean side).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -81,24 +83,36 @@ def _per_image(image_wh: Tensor, like: Tensor) -> Tensor:
 class XYZRCoder:
     """Box coder of AdaMixer's query state: the reference is (N, Q, 4) xyzr in absolute pixels.
 
-    The same three methods as ``BoxCoder`` / ``PointCoder`` (``from_boxes``, ``decode``,
-    ``refine``); the two that cross between pixels and normalised boxes also take ``image_wh``,
-    (N, 2) the (w, h) in pixels of each unpadded image (normalised cxcywh boxes are relative to it).
+    The same methods as ``BoxCoder`` / ``PointCoder``. Crossing between pixels and normalised
+    boxes needs each image's size: ``image_wh`` (N, 2), the (w, h) in pixels of each unpadded image
+    (normalised cxcywh boxes are relative to it); ``for_images(image_wh)`` gives the coder of a
+    batch (the decoder driver passes ``EncoderOutput.image_wh``).
     """
 
     ref_dim = 4
 
-    def from_boxes(self, boxes: Tensor, image_wh: Tensor) -> Tensor:
-        """(N, ..., 4) normalised cxcywh -> (N, ..., 4) xyzr in pixels."""
-        wh = _per_image(image_wh, boxes)
-        return cxcywh_to_xyzr(boxes * torch.cat([wh, wh], -1))
+    def __init__(self, image_wh: Optional[Tensor] = None):
+        self.image_wh = image_wh
 
-    def decode(self, delta: Tensor, reference: Tensor, image_wh: Tensor) -> Tensor:
+    def for_images(self, image_wh: Optional[Tensor]) -> "XYZRCoder":
+        return XYZRCoder(image_wh)
+
+    def _wh(self, like: Tensor) -> Tensor:
+        if self.image_wh is None:
+            raise ValueError("XYZRCoder: no image sizes (image_wh); use coder.for_images(enc.image_wh)")
+        wh = _per_image(self.image_wh, like)
+        return torch.cat([wh, wh], -1)
+
+    def from_boxes(self, boxes: Tensor) -> Tensor:
+        """(N, ..., 4) normalised cxcywh -> (N, ..., 4) xyzr in pixels."""
+        return cxcywh_to_xyzr(boxes * self._wh(boxes))
+
+    def decode(self, delta: Tensor, reference: Tensor) -> Tensor:
         """The box predicted by head output ``delta`` (N, ..., 4) on ``reference`` (N, ..., 4)
         xyzr: the refined reference as (N, ..., 4) normalised cxcywh."""
-        wh = _per_image(image_wh, reference)
-        return xyzr_to_cxcywh(refine_xyzr(reference, delta)) / torch.cat([wh, wh], -1)
+        return xyzr_to_cxcywh(self.refine(delta, reference)) / self._wh(reference)
 
     def refine(self, delta: Tensor, reference: Tensor) -> Tensor:
-        """The next layer's reference: ``refine_xyzr(reference, delta)`` (pixels)."""
-        return refine_xyzr(reference, delta)
+        """The next layer's reference: ``refine_xyzr(reference, delta)`` (pixels), in the
+        reference's precision (a bf16 head output under autocast moves float32 pixels)."""
+        return refine_xyzr(reference, delta.to(reference.dtype))

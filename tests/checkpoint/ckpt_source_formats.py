@@ -362,12 +362,9 @@ def co_deformable_detr_official(dims: Dims, values: str = "random", seed: int = 
     return sd
 
 
-def tood(values: str = "random", seed: int = 0, official: bool = False, num_classes: int = 80,
-         stacked_convs: int = 6, feat: int = 256) -> Dict[str, torch.Tensor]:
-    """TOOD-R50-FPN 1x: mmdet ``TOODHead`` (``official=False``: mmdet 2.x / 3.x names) or
-    fcjian/TOOD's (``official=True``: ``la_conv1/2``, ``cls_prob_conv1/2``, ``reg_offset_conv1/2``);
-    mmdet ResNet-50 and FPN (start_level=1, add_extra_convs="on_output", 5 outputs)."""
-    t = _gen(values, seed)
+def _mmdet_resnet50_fpn(t, feat: int) -> Dict[str, torch.Tensor]:
+    """mmdet ResNet-50 (BN with step counters) and FPN (start_level=1, add_extra_convs="on_output",
+    5 outputs of ``feat`` channels): TOOD's and ATSS's backbone and neck."""
     sd = torchvision_resnet("resnet50", "backbone.", t)
     for k in [k for k in sd if k.endswith("running_var")]:
         sd[k[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
@@ -375,6 +372,35 @@ def tood(values: str = "random", seed: int = 0, official: bool = False, num_clas
         sd[f"neck.lateral_convs.{i}.conv.weight"], sd[f"neck.lateral_convs.{i}.conv.bias"] = t(feat, c, 1, 1), t(feat)
     for i in range(5):
         sd[f"neck.fpn_convs.{i}.conv.weight"], sd[f"neck.fpn_convs.{i}.conv.bias"] = t(feat, feat, 3, 3), t(feat)
+    return sd
+
+
+def atss(values: str = "random", seed: int = 0, num_classes: int = 80, stacked_convs: int = 4,
+         feat: int = 256) -> Dict[str, torch.Tensor]:
+    """ATSS-R50-FPN 1x: mmdet ``ATSSHead`` (2.x / 3.x names: ``{cls,reg}_convs.i.{conv,gn}``
+    ConvModules without conv bias, ``atss_cls`` / ``atss_reg`` / ``atss_centerness`` 3x3 convs,
+    one anchor per location, ``scales.k.scale`` 0-d) on mmdet's ResNet-50 + FPN."""
+    t = _gen(values, seed)
+    sd = _mmdet_resnet50_fpn(t, feat)
+    h = "bbox_head."
+    for tower in ("cls_convs", "reg_convs"):
+        for i in range(stacked_convs):
+            sd[f"{h}{tower}.{i}.conv.weight"] = t(feat, feat, 3, 3)
+            _norm(sd, f"{h}{tower}.{i}.gn.", feat, t)
+    for name, o in (("atss_cls", num_classes), ("atss_reg", 4), ("atss_centerness", 1)):
+        sd[f"{h}{name}.weight"], sd[f"{h}{name}.bias"] = t(o, feat, 3, 3), t(o)
+    for k in range(5):
+        sd[f"{h}scales.{k}.scale"] = 1 + t(1)[0]
+    return sd
+
+
+def tood(values: str = "random", seed: int = 0, official: bool = False, num_classes: int = 80,
+         stacked_convs: int = 6, feat: int = 256) -> Dict[str, torch.Tensor]:
+    """TOOD-R50-FPN 1x: mmdet ``TOODHead`` (``official=False``: mmdet 2.x / 3.x names) or
+    fcjian/TOOD's (``official=True``: ``la_conv1/2``, ``cls_prob_conv1/2``, ``reg_offset_conv1/2``);
+    mmdet ResNet-50 and FPN (start_level=1, add_extra_convs="on_output", 5 outputs)."""
+    t = _gen(values, seed)
+    sd = _mmdet_resnet50_fpn(t, feat)
     h = "bbox_head."
     for i in range(stacked_convs):
         sd[f"{h}inter_convs.{i}.conv.weight"] = t(feat, feat, 3, 3)

@@ -9,7 +9,7 @@ from detectron2.config import LazyConfig, instantiate
 
 from codetr.checkpoint import UnknownKeyError, convert
 
-from ckpt_source_formats import meta_shapes, tood
+from ckpt_source_formats import atss, meta_shapes, tood
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs/tood/tood_r50_fpn_1x.py")
@@ -79,3 +79,38 @@ def test_converted_fpn_computes_mmdet_fpn():
         p7 = conv("fpn_convs.4", p6, 1, 2)
     for name, expected in zip(["p3", "p4", "p5", "p6", "p7"], outs + [p6, p7]):
         torch.testing.assert_close(ours[name], expected, atol=1e-4, rtol=1e-4)
+
+
+ATSS_CONFIG = os.path.join(REPO, "configs/atss/atss_r50_fpn_1x.py")
+
+
+def test_mmdet_atss_exact_format_converts_to_the_atss_config_and_loads():
+    sd = atss(values="zeros")
+    result = convert("mmdet-atss", sd, target=meta_shapes(ATSS_CONFIG))
+    assert {d.key for d in result.dropped} == {k for k in sd if k.endswith("num_batches_tracked")}
+    sd = atss(values="random", seed=7)
+    out = convert("mmdet-atss", sd).state_dict
+    model = instantiate(LazyConfig.load(ATSS_CONFIG).model)
+    model.load_state_dict(out, strict=True)
+    pairs = {
+        "backbone.fpn_lateral4.weight": "neck.lateral_convs.1.conv.weight",
+        "backbone.top_block.p7.weight": "neck.fpn_convs.4.conv.weight",
+        "head.cls_convs.0.weight": "bbox_head.cls_convs.0.conv.weight",
+        "head.cls_convs.9.weight": "bbox_head.cls_convs.3.conv.weight",
+        "head.reg_convs.4.bias": "bbox_head.reg_convs.1.gn.bias",
+        "head.reg_convs.10.weight": "bbox_head.reg_convs.3.gn.weight",
+        "head.atss_centerness.bias": "bbox_head.atss_centerness.bias",
+        "head.atss_cls.weight": "bbox_head.atss_cls.weight",
+        "head.scales.3.scale": "bbox_head.scales.3.scale",
+    }
+    msd = model.state_dict()
+    for ours, theirs in pairs.items():
+        assert torch.equal(msd[ours], sd[theirs]), ours
+    # the converted tower computes mmdet's ConvModule stack (conv, GN, ReLU) x 4
+    head = model.head
+    x = torch.randn(1, 256, 5, 6)
+    ref = x
+    for i in range(4):
+        ref = F.relu(F.group_norm(F.conv2d(ref, sd[f"bbox_head.reg_convs.{i}.conv.weight"], padding=1), 32,
+                                  sd[f"bbox_head.reg_convs.{i}.gn.weight"], sd[f"bbox_head.reg_convs.{i}.gn.bias"]))
+    torch.testing.assert_close(head.reg_convs(x), ref, rtol=1e-4, atol=1e-5)

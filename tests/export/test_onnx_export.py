@@ -23,6 +23,7 @@ sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny bui
 from test_co_deformable_detr import deformable_transformer  # noqa: E402
 from test_co_detr import tiny_co_detr  # noqa: E402
 from test_conditional_detr import tiny as tiny_conditional_detr  # noqa: E402
+from test_detr import tiny as tiny_detr  # noqa: E402
 from test_dino import PatchBackbone, tiny_dino  # noqa: E402
 from test_tood import tiny_tood  # noqa: E402
 
@@ -110,6 +111,13 @@ def test_single_scale_family_fixed_size(tmp_path, variant):
     refinement steps, too slow for CI.)"""
     model = tiny_conditional_detr(variant).eval()
     check_parity(model, str(tmp_path / f"{variant}.onnx"), [(128, 160)], dynamic=False)
+
+
+def test_detr_fixed_size(tmp_path):
+    """DETR's own inference (per-query softmax argmax, its ``topk_pairs``) goes through the same
+    adapter."""
+    model = tiny_detr(select=10).eval()
+    check_parity(model, str(tmp_path / "detr.onnx"), [(128, 160)], dynamic=False)
 
 
 def test_co_dino_exports_its_dino_without_soft_nms(tmp_path):

@@ -271,3 +271,49 @@ def test_low_precision_predictions_give_fp32_losses():
 def test_bad_class_loss():
     with pytest.raises(ValueError, match="class_loss"):
         DETRCriterion(C, class_loss="ce")
+
+
+# ----------------------------------------------------------------------------- DETR's softmax loss
+def softmax_class_loss(logits, assignment, eos_coef=0.1):
+    """DETR's ``F.cross_entropy(weight=[1, ..., 1, eos_coef])`` written out: the weighted mean of
+    ``-log softmax(x)[y]`` over the assigned slots (y = the label, or C = "no object")."""
+    total = weights = 0.0
+    for (b, q), target in assignment.items():
+        x = logits[b][q]
+        y = target[0] if target is not None else C
+        w = 1.0 if target is not None else eos_coef
+        total += w * -(x[y] - math.log(sum(math.exp(v) for v in x)))
+        weights += w
+    return total / weights
+
+
+NO_OBJECT = [[0.4, -0.2, 1.0], [0.0, 0.7, -0.5]]  # the extra "no object" logit of each query
+
+
+def test_softmax_matched_losses_equal_independent_computation():
+    logits = [[row + [NO_OBJECT[b][q]] for q, row in enumerate(img)] for b, img in enumerate(LOGITS)]
+    criterion = DETRCriterion(C, class_loss="softmax", eos_coef=0.1)
+    assert criterion.matcher.class_cost == "softmax" and criterion.matcher.cost_class == 1.0
+    losses = criterion(layer(logits), GT)
+    expected = expected_losses(LOGITS, BOXES, MATCHING, normalizer=3)  # the box losses: / num_boxes
+    expected["loss_class"] = softmax_class_loss(logits, MATCHING)  # the class loss: a weighted mean
+    assert_losses(losses, expected)
+    # a class weight of 1 for "no object": the plain mean over the 6 queries
+    plain = DETRCriterion(C, class_loss="softmax", eos_coef=1.0)(layer(logits), GT)["loss_class"]
+    assert plain.item() == pytest.approx(softmax_class_loss(logits, MATCHING, eos_coef=1.0), rel=1e-5)
+
+
+def test_softmax_fixed_target_losses_skip_padding():
+    dn, box_a = fixed_queries()
+    logits = [[row + [0.3 * i] for i, row in enumerate(DN_LOGITS[0])]]
+    logits[0][3] = [float("nan")] * 4  # padding: in no loss
+    losses = DETRCriterion(C, class_loss="softmax").fixed_target_losses(layer(logits, DN_BOXES), dn, 6.0, "_dn")
+    assignment = {(0, 0): (2, box_a), (0, 1): None, (0, 2): (2, box_a)}
+    assert losses["loss_class_dn"].item() == pytest.approx(softmax_class_loss(logits, assignment), rel=1e-5)
+    expected = expected_losses(DN_LOGITS, DN_BOXES, assignment, normalizer=6.0)
+    assert losses["loss_bbox_dn"].item() == pytest.approx(expected["loss_bbox"], rel=1e-5)
+
+
+def test_softmax_loss_needs_k_plus_1_logits():
+    with pytest.raises(ValueError, match="num_classes \\+ 1 = 4 logits"):
+        DETRCriterion(C, class_loss="softmax")(layer(), GT)

@@ -127,3 +127,16 @@ def test_l1_cost_on_corners():
     torch.testing.assert_close(xyxy, torch.tensor([[0.2, 0.2]]))
     with pytest.raises(ValueError, match="l1_box_format='xywh'"):
         HungarianMatcher(l1_box_format="xywh")
+
+
+def test_softmax_class_cost_is_detr_s():
+    """DETR: ``-softmax(logits)[label]`` over K + 1 logits ("no object" last), cost_class 1."""
+    logits, boxes, labels, tgt_boxes = random_case(5, 3, num_classes=5, seed=6)  # 4 classes + "no object"
+    labels = labels.clamp(max=3)
+    matcher = HungarianMatcher(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0, class_cost="softmax")
+    without_class = torch.tensor(independent_cost(logits, boxes, labels, tgt_boxes, w_class=0.0))
+    prob = [[math.exp(v) / sum(math.exp(u) for u in row) for v in row] for row in logits.tolist()]
+    expected = without_class - torch.tensor([[prob[q][int(g)] for g in labels] for q in range(5)])
+    torch.testing.assert_close(matcher.cost_matrix(logits, boxes, labels, tgt_boxes), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="class_cost='sigmoid'"):
+        HungarianMatcher(class_cost="sigmoid")

@@ -11,9 +11,9 @@ while reading: ``torch.load(weights_only=True)``, or a restricted unpickler for 
 ``.pkl`` files) and is loaded into a model by ``Checkpointer`` (which refuses checkpoints that
 do not fit the model unless partial loading is asked for).
 """
-from . import adamixer, co_detr, conditional_detr, dino, resnet, tood  # noqa: F401  (register the sources)
+from . import adamixer, co_detr, conditional_detr, detr, dino, resnet, tood  # noqa: F401  (register the sources)
 from .checkpointer import Checkpointer, CheckpointMismatchError, LoadReport
-from .coco import COCO_THING_IDS, coco91_to_80
+from .coco import COCO_THING_IDS, coco91_to_80, coco92_to_81
 from .core import (
     CheckpointConversionError,
     Conversion,
@@ -45,6 +45,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "COCO_THING_IDS",
     "coco91_to_80",
+    "coco92_to_81",
     "CheckpointConversionError",
     "Conversion",
     "DroppedKey",

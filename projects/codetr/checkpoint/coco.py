@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .core import ShapeMismatchError
 
-__all__ = ["COCO_THING_IDS", "coco91_to_80"]
+__all__ = ["COCO_THING_IDS", "coco91_to_80", "coco92_to_81"]
 
 # The 80 COCO 2017 category ids, in increasing order = Detectron2's contiguous order.
 COCO_THING_IDS = (
@@ -36,3 +36,14 @@ def coco91_to_80(value: Tensor, key: str = "<tensor>", min_rows: int = 91) -> Te
             [key],
         )
     return value[list(COCO_THING_IDS)].clone()
+
+
+def coco92_to_81(value: Tensor, key: str = "<tensor>") -> Tensor:
+    """A tensor of 92 rows, the 91 COCO category ids then one extra row (DETR's "no object"
+    logit, DN-DETR's "unknown" label embedding) -> 81 rows: ``COCO_THING_IDS`` then row 91.
+    Another row count is a ``ShapeMismatchError`` naming ``key``."""
+    if value.dim() == 0 or value.shape[0] != 92:
+        raise ShapeMismatchError(
+            f"{key!r}: expected 92 rows (91 COCO category ids + 1), got shape {tuple(value.shape)}", [key]
+        )
+    return value[list(COCO_THING_IDS) + [91]].clone()

@@ -58,7 +58,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from torch import Tensor
 
-from .coco import COCO_THING_IDS, coco91_to_80
+from .coco import coco91_to_80, coco92_to_81
 from .core import CheckpointConversionError, DroppedKey, KeyMapper, MissingKeyError, ShapeMismatchError, register_source
 from .resnet import map_resnet
 
@@ -144,9 +144,9 @@ def _label_embedding(m: KeyMapper, src: str, fix: Optional[Callable[[Tensor, str
 
 def _official_label_enc(value: Tensor, key: str) -> Tensor:
     """(92, D) indexed by COCO id (0..90) + row 91 "unknown" -> (81, D): the 80 ids, then 91."""
-    if value.dim() != 2 or value.shape[0] != 92:
+    if value.dim() != 2:
         raise ShapeMismatchError(f"{key!r}: expected (92, D) (91 COCO ids + unknown), got {tuple(value.shape)}", [key])
-    return value[list(COCO_THING_IDS) + [91]].clone()
+    return coco92_to_81(value, key)
 
 
 # ------------------------------------------------------------------------------------- official

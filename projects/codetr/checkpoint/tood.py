@@ -1,6 +1,7 @@
 """TOOD sources: MMDetection's TOOD (``mmdet-tood``, mmdet 2.x and 3.x share the names) and the
 fcjian/TOOD releases (``tood-official``, an mmdet 2.x fork with older head names), into
-``configs/tood/tood_r50_fpn_1x.py``.
+``configs/tood/tood_r50_fpn_1x.py``; MMDetection's ATSS (``mmdet-atss``, its baseline, the same
+backbone and neck) into ``configs/atss/atss_r50_fpn_1x.py``.
 
 Key mapping:
 
@@ -16,6 +17,9 @@ Key mapping:
 - ``bbox_head.cls_prob_module.{0,2}`` / ``reg_offset_module.{0,2}`` (fcjian/TOOD: ``cls_prob_conv{1,2}`` /
   ``reg_offset_conv{1,2}``) -> ``head.cls_prob_module.{0,2}`` / ``head.reg_offset_module.{0,2}``
 - ``bbox_head.scales.k.scale`` -> ``head.scales.k.scale``
+- ATSS: ``bbox_head.{cls,reg}_convs.i.{conv,gn}`` (ConvModule) -> ``head.{cls,reg}_convs.{3i,3i+1}``
+  (one ``nn.Sequential`` of conv, GN, ReLU blocks), ``bbox_head.{atss_cls,atss_reg,atss_centerness}``
+  -> ``head.*``, ``bbox_head.scales.k.scale`` -> ``head.scales.k.scale``
 
 The classification conv is 80-way in the contiguous COCO order; TOOD has one anchor per
 position, so no anchor reordering. Heads with deformable convolutions (``num_dcn > 0``) have
@@ -32,17 +36,15 @@ from .core import DroppedKey, KeyMapper, iter_layer_indices, register_source
 from .dino import WB
 from .resnet import map_resnet
 
-__all__ = ["convert_mmdet_tood", "convert_tood_official"]
+__all__ = ["convert_mmdet_atss", "convert_mmdet_tood", "convert_tood_official"]
 
 TOOD_CONFIG = "configs/tood/tood_r50_fpn_1x.py"
+ATSS_CONFIG = "configs/atss/atss_r50_fpn_1x.py"
 
 
-def _convert_tood(
-    state_dict: Mapping[str, Tensor], source: str, official: bool
-) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
-    m = KeyMapper(state_dict, source)
+def _resnet_fpn(m: KeyMapper) -> None:
+    """mmdet ResNet + FPN (start_level=1, extra convs "on_output") -> Detectron2 FPN names."""
     map_resnet(m, "backbone.", "backbone.bottom_up.")
-
     lateral = iter_layer_indices(m.keys(), "neck.lateral_convs.")
     first_stage = 6 - len(lateral)  # the last input level is res5
     for i in lateral:
@@ -50,6 +52,13 @@ def _convert_tood(
     for i in iter_layer_indices(m.keys(), "neck.fpn_convs."):
         dst = f"fpn_output{first_stage + i}" if i < len(lateral) else f"top_block.p{6 + i - len(lateral)}"
         m.rename_all(rf"neck\.fpn_convs\.{i}\.conv\.{WB}", rf"backbone.{dst}.\1")
+
+
+def _convert_tood(
+    state_dict: Mapping[str, Tensor], source: str, official: bool
+) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
+    m = KeyMapper(state_dict, source)
+    _resnet_fpn(m)
 
     h = r"bbox_head\."
     m.rename_all(h + r"inter_convs\.(\d+)\.conv\.weight", r"head.inter_convs.\1.0.weight")
@@ -95,3 +104,22 @@ def convert_tood_official(
     state_dict: Mapping[str, Tensor], drop_training_weights: bool = False
 ) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
     return _convert_tood(state_dict, "tood-official", official=True)
+
+
+@register_source(
+    "mmdet-atss",
+    "MMDetection ATSS weights (atss_r50_fpn_1x_coco_*.pth; mmdet 2.x or 3.x)",
+    configs=(ATSS_CONFIG,),
+    select_config=lambda sd: ATSS_CONFIG,
+)
+def convert_mmdet_atss(
+    state_dict: Mapping[str, Tensor], drop_training_weights: bool = False
+) -> Tuple[Dict[str, Tensor], List[DroppedKey]]:
+    m = KeyMapper(state_dict, "mmdet-atss")
+    _resnet_fpn(m)
+    h = r"bbox_head\."
+    m.rename_all(h + r"(cls_convs|reg_convs)\.(\d+)\.conv\.weight", lambda x: f"head.{x[1]}.{3 * int(x[2])}.weight")
+    m.rename_all(h + rf"(cls_convs|reg_convs)\.(\d+)\.gn\.{WB}", lambda x: f"head.{x[1]}.{3 * int(x[2]) + 1}.{x[3]}")
+    m.rename_all(h + rf"(atss_cls|atss_reg|atss_centerness)\.{WB}", r"head.\1.\2")
+    m.rename_all(h + r"scales\.(\d+)\.scale", r"head.scales.\1.scale")
+    return m.finish()

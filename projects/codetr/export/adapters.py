@@ -106,9 +106,10 @@ def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold:
 
 class QueryDetectorExport(ExportableDetector):
     """DETR family, any ``QueryDetector`` (DINO 4/5-scale, DN-Deformable-DETR, Deformable-DETR++,
-    Conditional DETR / DAB-DETR / DN-DETR, AdaMixer / DEQDet / RNNDet): backbone, neck and
+    DETR, Conditional DETR / DAB-DETR / DN-DETR, AdaMixer / DEQDet / RNNDet): backbone, neck and
     encoder (``encode``), query selection and decoder (``forward_queries``), then the top-k
-    (query, class) pairs of the detector's ``inference`` (sigmoid scores).
+    (query, class) pairs of the detector's ``inference`` (``topk_pairs``: sigmoid scores; DETR's
+    per-query softmax argmax).
 
     ``nms="nms"`` is exported (class-wise, ONNX ``NonMaxSuppression``); ``nms="soft_nms"`` has no
     ONNX operator and is dropped: the graph returns the top ``select_box_nums_for_evaluation``
@@ -211,6 +212,6 @@ def exportable(model: nn.Module) -> ExportableDetector:
         return TOODExport(model)
     raise UnsupportedModelError(
         f"ONNX export: no exporter for {type(model).__name__}; exportable: any QueryDetector (DINO, DN-Deformable-DETR, "
-        "Conditional DETR, DAB-DETR, DN-DETR, AdaMixer, DEQDet, RNNDet), "
+        "DETR, Conditional DETR, DAB-DETR, DN-DETR, AdaMixer, DEQDet, RNNDet), "
         "CoDETR (Co-DINO, Co-Deformable-DETR, eval_module='detr'), TOOD"
     )

@@ -1,4 +1,4 @@
-"""Set criterion of the DETR family (Deformable-DETR, DN-DETR, DINO, Co-DINO).
+"""Set criterion of the DETR family (DETR, Deformable-DETR, DN-DETR, DINO, Co-DINO).
 
 Two ways of knowing a query's target, one loss:
 - matched queries: targets found by Hungarian matching (``matched_losses``), on the last decoder
@@ -8,7 +8,8 @@ Two ways of knowing a query's target, one loss:
 Both build dense per-query targets (label, box, valid, positive) and call the same ``_losses``.
 
 Conventions:
-- ``pred_logits`` (B, Q, C) raw scores; ``pred_boxes`` (B, Q, 4) normalised cxcywh (sigmoid applied).
+- ``pred_logits`` (B, Q, C) raw scores (C = K + 1 with DETR's softmax loss: the last column is
+  "no object"); ``pred_boxes`` (B, Q, 4) normalised cxcywh (sigmoid applied).
 - targets: B dicts with ``"labels"`` (G_b,) int64 in [0, C) and ``"boxes"`` (G_b, 4) normalised cxcywh.
 - Model outputs (the dict given to ``forward``)::
 
@@ -22,7 +23,7 @@ Conventions:
   ``loss_{class,bbox,giou}{suffix}`` with suffix "" (last layer), ``_{i}`` (aux layer i), ``_enc``,
   ``_dn`` and ``_dn_{i}``.
 """
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,16 +44,24 @@ from codetr.modeling.queries.denoising import FixedTargetQueries
 __all__ = ["DETRCriterion"]
 
 LOSS_NAMES = ("loss_class", "loss_bbox", "loss_giou")
+CLASS_LOSSES = ("focal", "qfl", "softmax")
 
 
 class DETRCriterion(nn.Module):
-    """Weighted focal / quality-focal classification, L1 and GIoU box losses for DETR queries.
+    """Weighted focal / quality-focal / softmax classification, L1 and GIoU box losses for DETR
+    queries.
 
     Args:
-        num_classes: C; label ``num_classes`` means "no object".
-        matcher: Hungarian matcher (default: cost_class 2, cost_bbox 5, cost_giou 2, focal costs).
-        class_loss: "focal" (sigmoid focal, DINO) or "qfl" (quality focal, Co-DINO: the target of
-            a positive is the IoU of its detached predicted box with its target box).
+        num_classes: K; label ``num_classes`` means "no object".
+        matcher: Hungarian matcher (default: cost_class 2, cost_bbox 5, cost_giou 2, focal costs;
+            with ``class_loss="softmax"``: cost_class 1, cost_bbox 5, cost_giou 2, softmax cost).
+        class_loss: "focal" (sigmoid focal, DINO), "qfl" (quality focal, Co-DINO: the target of
+            a positive is the IoU of its detached predicted box with its target box) or "softmax"
+            (DETR: cross-entropy over K + 1 logits, "no object" last, weighted ``eos_coef`` for
+            "no object" and 1 for the classes, averaged with those weights over the queries,
+            i.e. ``F.cross_entropy(weight=...)``'s mean, not divided by the number of boxes; the
+            matcher must use the softmax class cost).
+        eos_coef: the "no object" weight of the softmax loss (DETR: 0.1).
         weight_class, weight_bbox, weight_giou: loss weights (applied here, for every suffix).
         focal_alpha, focal_gamma: focal loss parameters. qfl_beta: QFL exponent.
         with_dn: emit ``_dn`` keys (zeros) even when a batch has no denoising queries, so that the
@@ -81,15 +90,26 @@ class DETRCriterion(nn.Module):
         with_dn: bool = False,
         binary_enc_loss: bool = False,
         l1_box_format: str = "cxcywh",
+        eos_coef: float = 0.1,
     ):
         super().__init__()
         check_l1_box_format("DETRCriterion", l1_box_format)
         self.l1_box_format = l1_box_format
-        if class_loss not in ("focal", "qfl"):
-            raise ValueError(f"DETRCriterion: class_loss={class_loss!r}; expected 'focal' or 'qfl'")
+        if class_loss not in CLASS_LOSSES:
+            raise ValueError(f"DETRCriterion: class_loss={class_loss!r}; expected one of {CLASS_LOSSES}")
         self.num_classes = num_classes
-        self.matcher = matcher if matcher is not None else HungarianMatcher()
+        if matcher is None:
+            softmax = class_loss == "softmax"
+            matcher = HungarianMatcher(1.0, 5.0, 2.0, class_cost="softmax") if softmax else HungarianMatcher()
+        matcher_cost = getattr(matcher, "class_cost", "focal")
+        if (class_loss == "softmax") != (matcher_cost == "softmax"):
+            raise ValueError(
+                f"DETRCriterion: class_loss={class_loss!r} with a matcher whose class_cost={matcher_cost!r}; the "
+                "softmax loss (K + 1 logits, 'no object' last) needs the softmax matching cost, the others the focal one"
+            )
+        self.matcher = matcher
         self.class_loss = class_loss
+        self.eos_coef = eos_coef
         self.weights = {"loss_class": weight_class, "loss_bbox": weight_bbox, "loss_giou": weight_giou}
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
@@ -186,15 +206,16 @@ class DETRCriterion(nn.Module):
         Args:
             outputs: "pred_logits" (B, Q, C), "pred_boxes" (B, Q, 4) normalised cxcywh.
             labels (B, Q) int64; boxes (B, Q, 4) normalised cxcywh; valid, positive (B, Q) bool.
-            normalizer: scalar divisor of every summed loss.
+            normalizer: scalar divisor of every summed loss (the softmax classification loss is
+                a weighted mean instead, see the class docstring).
         """
         logits, pred_boxes = outputs["pred_logits"], outputs["pred_boxes"]
         with torch.autocast(device_type=logits.device.type, enabled=False):
             logits, pred_boxes = logits[valid].float(), pred_boxes.float()
-            loss_class = self._class_loss(logits, labels[valid], pred_boxes[valid], boxes[valid])
+            loss_class, class_normalizer = self._class_loss(logits, labels[valid], pred_boxes[valid], boxes[valid])
             pos_pred, pos_target = pred_boxes[positive], boxes[positive].float()
             losses = {
-                "loss_class": normalized_sum(loss_class, normalizer),
+                "loss_class": normalized_sum(loss_class, normalizer if class_normalizer is None else class_normalizer),
                 "loss_bbox": normalized_sum(
                     l1_loss(l1_boxes(pos_pred, self.l1_box_format), l1_boxes(pos_target, self.l1_box_format)),
                     normalizer,
@@ -205,14 +226,28 @@ class DETRCriterion(nn.Module):
             }
         return {name + suffix: self.weights[name] * value for name, value in losses.items()}
 
-    def _class_loss(self, logits: Tensor, labels: Tensor, pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:
-        """(M, C) logits, (M,) labels (C = no object), (M, 4) predicted / target cxcywh boxes ->
-        (M, C) unreduced fp32 focal or quality focal loss."""
+    def _class_loss(
+        self, logits: Tensor, labels: Tensor, pred_boxes: Tensor, target_boxes: Tensor
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """(M, C) logits, (M,) labels (K = no object), (M, 4) predicted / target cxcywh boxes ->
+        the unreduced fp32 loss ((M, K) focal or quality focal, (M,) weighted softmax
+        cross-entropy) and its own normaliser (softmax: the sum of the queries' class weights;
+        None: the caller's)."""
+        if self.class_loss == "softmax":
+            if logits.shape[-1] != self.num_classes + 1:
+                raise ValueError(
+                    f"DETRCriterion: the softmax loss needs num_classes + 1 = {self.num_classes + 1} logits "
+                    f"('no object' last), got {logits.shape[-1]}"
+                )
+            weight = torch.ones(self.num_classes + 1, device=logits.device)
+            weight[-1] = self.eos_coef
+            loss = F.cross_entropy(logits, labels, weight=weight, reduction="none")  # weight[label] * CE
+            return loss, weight[labels].sum().clamp(min=torch.finfo(torch.float32).tiny)
         one_hot = F.one_hot(labels, self.num_classes + 1)[:, : self.num_classes].float()
         if self.class_loss == "focal":
-            return sigmoid_focal_loss(logits, one_hot, self.focal_alpha, self.focal_gamma)
+            return sigmoid_focal_loss(logits, one_hot, self.focal_alpha, self.focal_gamma), None
         iou = elementwise_box_iou(box_cxcywh_to_xyxy(pred_boxes.detach()), box_cxcywh_to_xyxy(target_boxes))
-        return quality_focal_loss(logits, one_hot * iou[:, None], self.qfl_beta)
+        return quality_focal_loss(logits, one_hot * iou[:, None], self.qfl_beta), None
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

@@ -12,9 +12,10 @@ from torch import Tensor, nn
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 
-__all__ = ["HungarianMatcher", "L1_BOX_FORMATS", "focal_class_cost", "l1_boxes"]
+__all__ = ["CLASS_COSTS", "HungarianMatcher", "L1_BOX_FORMATS", "focal_class_cost", "l1_boxes", "softmax_class_cost"]
 
 L1_BOX_FORMATS = ("cxcywh", "xyxy")
+CLASS_COSTS = ("focal", "softmax")
 
 
 def check_l1_box_format(owner: str, box_format: str) -> None:
@@ -47,10 +48,26 @@ def focal_class_cost(logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma:
     return pos - neg
 
 
+def softmax_class_cost(logits: Tensor, labels: Tensor) -> Tensor:
+    """DETR's classification cost ``-p[q, labels[g]]``, ``p = softmax(logits[q])`` over the K
+    classes and the last, "no object" column (``1 - p`` up to a constant, which does not change
+    the assignment).
+
+    Args:
+        logits: (Q, K + 1) raw scores. labels: (G,) int64 in [0, K).
+    Returns:
+        (Q, G) cost.
+    """
+    return -logits.softmax(-1)[:, labels]
+
+
 class HungarianMatcher(nn.Module):
     """Optimal one-to-one assignment of queries to targets, per image.
 
-    The cost is ``cost_class * focal_class_cost + cost_bbox * L1 + cost_giou * (-GIoU)``, the L1
+    The cost is ``cost_class * class cost + cost_bbox * L1 + cost_giou * (-GIoU)``; the class
+    cost is ``class_cost``: "focal" (``focal_class_cost``: Deformable-DETR, DINO; sigmoid logits
+    (Q, K)) or "softmax" (``softmax_class_cost``: DETR; logits (Q, K + 1) with "no object"
+    last). The L1
     between the normalised boxes as ``l1_box_format``: "cxcywh" (DETR, DINO) or "xyxy" (the
     corners: AdaMixer / DEQDet, mmdet's ``BBoxL1Cost(box_format="xyxy")``); the assignment is
     exact (scipy's ``linear_sum_assignment``). Costs are computed in fp32 with autocast disabled.
@@ -65,8 +82,12 @@ class HungarianMatcher(nn.Module):
         alpha: float = 0.25,
         gamma: float = 2.0,
         l1_box_format: str = "cxcywh",
+        class_cost: str = "focal",
     ):
         super().__init__()
+        if class_cost not in CLASS_COSTS:
+            raise ValueError(f"HungarianMatcher: class_cost={class_cost!r}; expected one of {CLASS_COSTS}")
+        self.class_cost = class_cost
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("HungarianMatcher: all costs are 0; expected at least one positive cost")
         check_l1_box_format("HungarianMatcher", l1_box_format)
@@ -81,7 +102,7 @@ class HungarianMatcher(nn.Module):
         """Matching cost of one image.
 
         Args:
-            logits: (Q, C); boxes: (Q, 4) normalised cxcywh;
+            logits: (Q, C) (C = K + 1 with ``class_cost="softmax"``); boxes: (Q, 4) normalised cxcywh;
             tgt_labels: (G,) int64; tgt_boxes: (G, 4) normalised cxcywh.
         Returns:
             (Q, G) fp32 cost.
@@ -89,7 +110,11 @@ class HungarianMatcher(nn.Module):
         logits, boxes, tgt_boxes = logits.float(), boxes.float(), tgt_boxes.float()
         cost = self.cost_bbox * torch.cdist(l1_boxes(boxes, self.l1_box_format),
                                             l1_boxes(tgt_boxes, self.l1_box_format), p=1)
-        cost = cost + self.cost_class * focal_class_cost(logits, tgt_labels, self.alpha, self.gamma)
+        if self.class_cost == "softmax":
+            class_cost = softmax_class_cost(logits, tgt_labels)
+        else:
+            class_cost = focal_class_cost(logits, tgt_labels, self.alpha, self.gamma)
+        cost = cost + self.cost_class * class_cost
         giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(tgt_boxes))
         return cost - self.cost_giou * giou
 

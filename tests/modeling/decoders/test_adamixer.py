@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from codetr.layers.adaptive_sampling import zero_padding
+from codetr.modeling.coders import refine_xyzr, xyxy_to_xyzr
 from codetr.modeling.decoders.adamixer import (
     AdaMixerDecoderLayer,
     AdaMixerHead,
@@ -14,7 +15,6 @@ from codetr.modeling.decoders.adamixer import (
     iof_attention_bias,
     xyzr_position_embedding,
 )
-from codetr.modeling.coders import refine_xyzr, xyxy_to_xyzr
 
 from adamixer_cases import make_enc
 

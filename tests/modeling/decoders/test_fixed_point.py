@@ -3,13 +3,13 @@ import pytest
 import torch
 from torch import nn
 
+from codetr.modeling.coders import xyxy_to_xyzr, xyzr_to_xyxy
 from codetr.modeling.decoders.fixed_point import (
     FixedPointRefinement,
     QueryState,
     UnrolledRefinement,
     perturb_state,
 )
-from codetr.modeling.coders import xyxy_to_xyzr, xyzr_to_xyxy
 
 
 class StubLayer(nn.Module):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from codetr.layers.adaptive_sampling import zero_padding
+from codetr.modeling.coders import XYZRCoder
 from codetr.modeling.decoders.adamixer import AdaMixerDecoderLayer
 from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
 from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefinement
-from codetr.modeling.coders import XYZRCoder
 from codetr.modeling.queries import QueryGroup
 
 from adamixer_cases import make_enc

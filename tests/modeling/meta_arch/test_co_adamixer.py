@@ -4,10 +4,10 @@ auxiliary pyramid on the neck maps, training with positive queries, inference = 
 import pytest
 import torch
 
+from codetr.modeling.coders import xyzr_to_cxcywh
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
 from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefinement, adamixer_layers
-from codetr.modeling.coders import xyzr_to_cxcywh
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import AdaMixer, CoDETR, DEQDet, RNNDet

@@ -3,6 +3,7 @@ head's output, and turned into the predicted box. Queries and decoders both impo
 
 - ``BoxCoder`` (4-d normalised cxcywh boxes: Deformable DETR, DINO, DAB-DETR),
 - ``PointCoder`` (2-d normalised points: Conditional DETR),
+- ``DirectBoxCoder`` (no reference: DETR),
 - ``XYZRCoder`` (AdaMixer's (x, y, z, r) in pixels: AdaMixer, DEQDet, RNNDet).
 
 Every coder has ``ref_dim``, ``from_boxes(boxes)``, ``decode(delta, reference)``,
@@ -11,8 +12,8 @@ images ((N, 2) (w, h) pixels of each image's normalisation size, ``EncoderOutput
 normalised coders ignore the sizes (they return themselves); ``XYZRCoder`` needs them to cross
 between pixels and normalised boxes.
 """
-from .boxes import BoxCoder, PointCoder
+from .boxes import BoxCoder, DirectBoxCoder, PointCoder
 from .xyzr import XYZRCoder, cxcywh_to_xyzr, refine_xyzr, xyxy_to_xyzr, xyzr_to_cxcywh, xyzr_to_xyxy
 
-__all__ = ["BoxCoder", "PointCoder", "XYZRCoder", "cxcywh_to_xyzr", "refine_xyzr", "xyxy_to_xyzr", "xyzr_to_cxcywh",
+__all__ = ["BoxCoder", "DirectBoxCoder", "PointCoder", "XYZRCoder", "cxcywh_to_xyzr", "refine_xyzr", "xyxy_to_xyzr", "xyzr_to_cxcywh",
            "xyzr_to_xyxy"]

@@ -9,6 +9,8 @@ box (..., 4) as normalised cxcywh of the unpadded image (what losses and inferen
 - ``PointCoder`` (R = 2): the reference is a normalised (x, y) point (Conditional DETR);
   ``box = sigmoid(delta + (logit(x), logit(y), 0, 0))``; refining moves the point by the first
   two channels, ``sigmoid(delta[..., :2] + logit(point))``.
+- ``DirectBoxCoder`` (R = 0): no reference (DETR); the box head predicts the box itself,
+  ``box = sigmoid(delta)``; there is nothing to refine.
 ``XYZRCoder`` (``coders/xyzr.py``, AdaMixer's pixels) implements the same methods.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import Tensor
 
 from codetr.layers.box_ops import inverse_sigmoid
 
-__all__ = ["BoxCoder", "PointCoder"]
+__all__ = ["BoxCoder", "DirectBoxCoder", "PointCoder"]
 
 
 class BoxCoder:
@@ -62,3 +64,23 @@ class PointCoder:
 
     def refine(self, delta: Tensor, reference: Tensor) -> Tensor:
         return (delta[..., :2] + inverse_sigmoid(reference)).sigmoid()
+
+
+class DirectBoxCoder:
+    """No reference (DETR): a query state carries no box; references are (..., 0) tensors."""
+
+    ref_dim = 0
+
+    def for_images(self, image_wh=None) -> "DirectBoxCoder":
+        return self
+
+    def from_boxes(self, boxes: Tensor) -> Tensor:
+        """(..., 4) -> (..., 0): a box gives a DETR query nothing to start from."""
+        return boxes[..., :0]
+
+    def decode(self, delta: Tensor, reference: Tensor) -> Tensor:
+        """Box head output (..., 4) -> (..., 4) normalised cxcywh ``sigmoid(delta)``."""
+        return delta.sigmoid()
+
+    def refine(self, delta: Tensor, reference: Tensor) -> Tensor:
+        raise RuntimeError("DirectBoxCoder: DETR queries have no reference to refine; use refine=False")

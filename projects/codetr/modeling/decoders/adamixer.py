@@ -40,7 +40,6 @@ from torch import Tensor, nn
 from codetr.layers.adaptive_mixing import AdaptiveMixing
 from codetr.layers.adaptive_sampling import AdaptiveSampling3D
 from codetr.layers.transformer_blocks import FFN
-
 from codetr.modeling.coders import xyzr_to_xyxy
 
 __all__ = [

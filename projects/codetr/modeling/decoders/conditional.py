@@ -40,11 +40,11 @@ from torch import Tensor, nn
 from codetr.layers.mlp import MLP
 from codetr.layers.position_encoding import get_sine_pos_embed
 from codetr.layers.transformer_blocks import xavier_uniform_matrices
+from codetr.modeling.coders import BoxCoder, PointCoder
 from codetr.modeling.encoders.detr import make_activation
 from codetr.modeling.encoders.output import EncoderOutput
 from codetr.modeling.queries.positions import BoxSineQueryPosition
 
-from codetr.modeling.coders import BoxCoder, PointCoder
 from .deformable import init_heads
 from .driver import QueryDecoder
 

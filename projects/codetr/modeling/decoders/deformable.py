@@ -12,10 +12,10 @@ from torch import Tensor, nn
 from codetr.layers import MSDeformAttn
 from codetr.layers.mlp import MLP
 from codetr.layers.transformer_blocks import FFN, clones
+from codetr.modeling.coders import BoxCoder
 from codetr.modeling.encoders.output import EncoderOutput
 from codetr.modeling.queries.positions import BoxSineQueryPosition
 
-from codetr.modeling.coders import BoxCoder
 from .driver import QueryDecoder
 
 __all__ = ["DeformableDecoderLayer", "DeformableDecoder", "init_heads"]

@@ -26,10 +26,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from codetr.modeling.coders import BoxCoder
 from codetr.modeling.encoders.output import EncoderOutput
 from codetr.modeling.queries.group import QueryGroup
-
-from codetr.modeling.coders import BoxCoder
 
 __all__ = ["DecoderOutput", "QueryDecoder", "QueryState", "SequentialRefinement"]
 

@@ -1,8 +1,9 @@
-"""ATSS head (Zhang et al. 2020) as Co-DETR's one-stage auxiliary head (mmdet ``ATSSHead`` /
-Co-DETR ``CoATSSHead``).
+"""ATSS head (Zhang et al. 2020): the ATSS detector's head (mmdet ``ATSSHead``,
+``configs/atss``) and Co-DETR's one-stage auxiliary head (Co-DETR ``CoATSSHead``).
 
-One 3x3 conv + GroupNorm + ReLU per tower (``stacked_convs=1``), classification, box-delta and
-centerness convs, a learnable scale per level; one square anchor of side ``anchor_scale * stride``
+``stacked_convs`` 3x3 conv + GroupNorm + ReLU blocks per tower (4 in mmdet's ATSS, 1 in
+Co-DETR's), classification, box-delta and centerness convs, a learnable scale per level; one
+square anchor of side ``anchor_scale * stride``
 per location (Detectron2's ``DefaultAnchorGenerator``, offset 0); ATSS assignment
 (``codetr.modeling.assigners.atss_assign``); deltas decoded with ``Box2BoxTransform`` weights
 (10, 10, 5, 5) (mmdet's stds 0.1, 0.1, 0.2, 0.2) and supervised on the decoded boxes
@@ -13,6 +14,11 @@ Losses (all multiplied by ``loss_scale``, Co-DETR's ``lambda_2 * num_decoder_lay
 - ``loss_bbox``: GIoU of decoded positives, weighted by their centerness targets, / all-reduced
   sum of centerness targets (weight 2);
 - ``loss_centerness``: BCE of the centerness logits of positives / number of positives.
+
+Inference (mmdet's ``BaseDenseHead``, with the centerness as ``score_factors``): per level the
+top ``test_topk_candidates`` (anchor, class) pairs by ``sigmoid(cls)`` above
+``test_score_thresh``; their score becomes ``sigmoid(cls) * sigmoid(centerness)``; class-wise NMS
+over the levels; the best ``test_detections_per_image``.
 
 Boxes are absolute xyxy of the (resized) input image.
 """
@@ -42,6 +48,8 @@ class ATSSHead(DenseHead):
         num_classes: K.
         in_features: pyramid level names, finest first (e.g. ["p2", ..., "p7"]).
         strides: stride of each level.
+        stacked_convs: conv + GN + ReLU blocks per tower (mmdet ATSS: 4; Co-DETR: 1). The tower
+            is one ``nn.Sequential`` (block i: conv ``3 i``, GroupNorm ``3 i + 1``).
         topk: ATSS candidates per level and ground truth (9).
         loss_scale: multiplies every loss (Co-DETR: 12).
         weight_cls, weight_bbox, weight_centerness: loss weights (1, 2, 1).
@@ -50,7 +58,7 @@ class ATSSHead(DenseHead):
             width, tower width, GroupNorm groups: 256, 256, 32), ``anchor_scale`` (square anchor
             side in strides, 8), ``return_features`` (each sample's pyramid feature,
             ``AssignedSamples.pos_feats``), inference ``test_*`` (mmdet test_cfg: nms_pre 1000,
-            NMS 0.6, 100 per image; score_thr 0 here).
+            NMS 0.6, 100 per image; score_thr 0 here, mmdet's ATSS 0.05).
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class ATSSHead(DenseHead):
         num_classes: int,
         in_features: Sequence[str],
         strides: Sequence[int],
+        stacked_convs: int = 1,
         topk: int = 9,
         loss_scale: float = 1.0,
         weight_cls: float = 1.0,
@@ -70,13 +79,22 @@ class ATSSHead(DenseHead):
         **kwargs,
     ):
         super().__init__(num_classes, in_features, strides, test_score_thresh=test_score_thresh, **kwargs)
+        if stacked_convs < 1:
+            raise ValueError(f"ATSSHead: stacked_convs must be >= 1, got {stacked_convs}")
+        self.stacked_convs = stacked_convs
         self.topk = topk
         self.loss_scale = loss_scale
         self.weights = {"loss_cls": weight_cls, "loss_bbox": weight_bbox, "loss_centerness": weight_centerness}
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         width = self.feat_channels
-        self.cls_convs = conv_gn_relu(self.in_channels, width, self.num_groups)
-        self.reg_convs = conv_gn_relu(self.in_channels, width, self.num_groups)
+
+        def tower() -> nn.Sequential:
+            blocks = (conv_gn_relu(self.in_channels if i == 0 else width, width, self.num_groups)
+                      for i in range(stacked_convs))
+            return nn.Sequential(*(m for block in blocks for m in block))
+
+        self.cls_convs = tower()
+        self.reg_convs = tower()
         self.atss_cls = nn.Conv2d(width, num_classes, 3, padding=1)
         self.atss_reg = nn.Conv2d(width, 4, 3, padding=1)
         self.atss_centerness = nn.Conv2d(width, 1, 3, padding=1)
@@ -135,10 +153,12 @@ class ATSSHead(DenseHead):
 
     # ------------------------------------------------------------------ inference
     def candidates(self, b, anchors_per_level, predictions):
-        """Image ``b``'s per-level scores ``sigmoid(cls) * sigmoid(centerness)`` and decoded boxes."""
+        """Image ``b``'s per-level class scores ``sigmoid(cls)``, decoded boxes and score factors
+        ``sigmoid(centerness)`` (multiplied in after the per-level selection, as mmdet)."""
         logits, deltas, ctr = (p[b].split([a.shape[0] for a in anchors_per_level]) for p in predictions)
         return [
-            (lg.sigmoid() * ct.sigmoid()[:, None],
-             lambda i, dl=dl, anchors=anchors: self.box2box_transform.apply_deltas(dl[i].float(), anchors[i]))
+            (lg.sigmoid(),
+             lambda i, dl=dl, anchors=anchors: self.box2box_transform.apply_deltas(dl[i].float(), anchors[i]),
+             ct.sigmoid())
             for anchors, lg, dl, ct in zip(anchors_per_level, logits, deltas, ctr)
         ]

@@ -160,21 +160,25 @@ def dense_detections(
 
     Args:
         image_size: (h, w) of the resized image; boxes are clipped to it.
-        levels: per pyramid level, ``(scores, boxes_of)``: scores (A_l, K) probabilities and a
-            function from anchor indices (n,) to their boxes (n, 4) xyxy_abs (decoded lazily,
-            only for the kept candidates).
+        levels: per pyramid level, ``(scores, boxes_of)`` or ``(scores, boxes_of, score_factor)``:
+            scores (A_l, K) probabilities, a function from anchor indices (n,) to their boxes
+            (n, 4) xyxy_abs (decoded lazily, only for the kept candidates) and optionally
+            (A_l,) factors that multiply the kept pairs' scores after the selection (mmdet's
+            ``score_factors``: ATSS's centerness).
         score_thresh, topk_candidates: per level, the top ``topk_candidates`` (anchor, class)
-            pairs with score above ``score_thresh``.
+            pairs with score above ``score_thresh`` (before any score factor).
         nms_thresh, detections_per_image: class-wise NMS, then the best detections.
     """
     boxes_all, scores_all, classes_all = [], [], []
-    for scores, boxes_of in levels:
+    for scores, boxes_of, *score_factor in levels:
         num_classes = scores.shape[1]
         scores = scores.flatten()
         keep = scores > score_thresh
         scores, idx = scores[keep], keep.nonzero()[:, 0]
         scores, order = scores.topk(min(topk_candidates, scores.numel()))
         idx = idx[order]
+        if score_factor:
+            scores = scores * score_factor[0][idx // num_classes]
         boxes_all.append(boxes_of(idx // num_classes))
         scores_all.append(scores)
         classes_all.append(idx % num_classes)
@@ -197,7 +201,7 @@ class DenseHead(nn.Module):
       - ``predict(feats) -> predictions``: a tuple of (N, A, .) tensors;
       - ``losses(anchors_per_level, gt_instances, predictions, **kw) -> (losses, DenseTargets)``;
       - ``candidates(b, anchors_per_level, predictions)``: image ``b``'s per-level
-        ``(scores (A_l, K), boxes_of)`` for ``dense_detections``.
+        ``(scores (A_l, K), boxes_of[, score_factor (A_l,)])`` for ``dense_detections``.
 
     Args:
         num_classes: K.

@@ -1,91 +1,19 @@
 """TOOD (Feng et al. 2021): ResNet + FPN (P3..P7) + the T-Head with Task Alignment Learning.
 
-The detector is Detectron2's generic one-stage flow (``DenseDetector``: preprocess, backbone,
-``head(features)``, training losses or inference, ``detector_postprocess`` to the inputs'
-"height" / "width") around ``TOODHead``, which holds the assigners, losses and inference (and is
-also a Co-DETR auxiliary head).
+The one-stage flow (``OneStageDetector``: Detectron2's ``DenseDetector``) around ``TOODHead``,
+which holds the assigners, losses and inference (and is also a Co-DETR auxiliary head).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from detectron2.modeling import META_ARCH_REGISTRY
 
-import torch.nn.functional as F
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone
-from detectron2.modeling.backbone.fpn import LastLevelP6P7 as _D2LastLevelP6P7
-from detectron2.modeling.meta_arch.dense_detector import DenseDetector
-from detectron2.structures import ImageList
-from torch import Tensor
-
-from codetr.modeling.heads.tood_head import TOODHead
-
-from .preprocess import normalize_and_pad
+from .one_stage import LastLevelP6P7, OneStageDetector
 
 __all__ = ["TOOD", "LastLevelP6P7"]
 
 
-class LastLevelP6P7(_D2LastLevelP6P7):
-    """Detectron2's P6/P7 top block, optionally without the ReLU before P7.
-
-    mmdet's FPN with ``add_extra_convs="on_output"`` (TOOD, ATSS, GFL) computes
-    ``P7 = conv(P6)``; Detectron2's RetinaNet block computes ``P7 = conv(relu(P6))``.
-    ``in_feature="p5"`` takes P6 from FPN's output P5 ("on_output").
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, in_feature: str = "p5", relu_before_p7: bool = False):
-        super().__init__(in_channels, out_channels, in_feature)
-        self.relu_before_p7 = relu_before_p7
-
-    def forward(self, x: Tensor) -> List[Tensor]:
-        p6 = self.p6(x)
-        p7 = self.p7(F.relu(p6) if self.relu_before_p7 else p6)
-        return [p6, p7]
-
-
 @META_ARCH_REGISTRY.register()
-class TOOD(DenseDetector):
-    """One-stage TOOD detector.
-
-    Args:
-        backbone: a Detectron2 ``Backbone`` returning the pyramid the head reads (FPN P3..P7).
-        head: ``TOODHead`` (its ``in_features`` name the backbone outputs it uses; its
-            ``initial_epochs`` / ``epochs`` / ``max_iter`` set the ATSS -> TAL switch).
-        pixel_mean, pixel_std: RGB normalisation of the uint8 input images.
-        input_format: "RGB" (the data interface) or "BGR" (images are flipped to RGB).
-        size_divisibility: pad batched images to a multiple of this (mmdet: 32).
-
-    forward(batched_inputs): Detectron2 inputs. Training: ``{"loss_cls", "loss_bbox"}``.
-    Inference: ``[{"instances": Instances(pred_boxes, scores, pred_classes)}]`` in original
-    image coordinates (``detector_postprocess`` with the inputs' "height" / "width").
-    """
-
-    def __init__(
-        self,
-        backbone: Backbone,
-        head: TOODHead,
-        pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
-        pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
-        input_format: str = "RGB",
-        size_divisibility: int = 32,
-    ):
-        if input_format not in ("RGB", "BGR"):
-            raise ValueError(f"TOOD: input_format={input_format!r}; expected 'RGB' or 'BGR'")
-        missing = [f for f in head.in_features if f not in backbone.output_shape()]
-        if missing:
-            raise ValueError(
-                f"TOOD: head.in_features {missing} are not backbone outputs {list(backbone.output_shape())}"
-            )
-        super().__init__(backbone, head, head.in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
-        self.input_format = input_format
-        self.size_divisibility = size_divisibility
-
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        return normalize_and_pad(
-            batched_inputs, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility
-        )
-
-    def forward_training(self, images: ImageList, features: List[Tensor], predictions, gt_instances):
-        losses, _ = self.head.losses(self.head.anchors(features), gt_instances, predictions)
-        return losses
-
-    def forward_inference(self, images: ImageList, features: List[Tensor], predictions):
-        return self.head.inference(images.image_sizes, self.head.anchors(features), predictions)
+class TOOD(OneStageDetector):
+    """One-stage TOOD detector: ``OneStageDetector`` with a ``TOODHead`` (its ``initial_epochs``
+    / ``epochs`` / ``max_iter`` set the ATSS -> TAL switch). Training losses:
+    ``{"loss_cls", "loss_bbox"}``."""

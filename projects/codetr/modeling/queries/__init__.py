@@ -1,6 +1,8 @@
 """Query sources: query groups, query-position modules, two-stage proposals."""
 from .group import QueryGroup
-from .learned import LearnedAnchorQueries, LearnedPointQueries
+from .learned import LearnedAnchorQueries, LearnedPointQueries, LearnedPositionQueries
 from .positions import BoxSineQueryPosition
 
-__all__ = ["BoxSineQueryPosition", "LearnedAnchorQueries", "LearnedPointQueries", "QueryGroup"]
+__all__ = [
+    "BoxSineQueryPosition", "LearnedAnchorQueries", "LearnedPointQueries", "LearnedPositionQueries", "QueryGroup",
+]

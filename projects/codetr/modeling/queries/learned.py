@@ -1,5 +1,8 @@
 """Learned matching queries of the single-scale DETR family.
 
+- ``LearnedPositionQueries`` (DETR): ``query_embed`` (Q, C) is the positional query of every
+  layer (official key ``query_embed``); the content starts at zero; no reference (a (N, Q, 0)
+  tensor: the box head predicts boxes directly).
 - ``LearnedPointQueries`` (Conditional DETR): ``query_embed`` (Q, C) is the positional query of
   every layer; the content starts at zero; the reference point is
   ``s = sigmoid(ref_point_head(query_embed))`` (MLP C -> C -> 2), computed once and kept by all
@@ -21,7 +24,31 @@ from codetr.layers.mlp import MLP
 
 from .group import QueryGroup
 
-__all__ = ["LearnedAnchorQueries", "LearnedPointQueries"]
+__all__ = ["LearnedAnchorQueries", "LearnedPointQueries", "LearnedPositionQueries"]
+
+
+class LearnedPositionQueries(nn.Module):
+    """DETR's object queries: learned positions, zero content, no reference.
+
+    Args:
+        num_queries: Q (100).
+        embed_dim: C.
+    ``query_embed`` is N(0, 1) (PyTorch's default, as the official release).
+    """
+
+    def __init__(self, num_queries: int = 100, embed_dim: int = 256):
+        super().__init__()
+        self.query_embed = nn.Embedding(num_queries, embed_dim)
+
+    def forward(self, batch_size: int, content: Optional[Tensor] = None) -> QueryGroup:
+        """content: None (zeros, the official content) or (C,) one content vector for every query.
+        -> QueryGroup with content (N, Q, C), reference (N, Q, 0), query_pos (N, Q, C) the query
+        embedding."""
+        pos = self.query_embed.weight
+        content = _check_content(torch.zeros_like(pos[0]) if content is None else content, pos.shape[1], self)
+        n, (q, c) = batch_size, pos.shape
+        return QueryGroup(content=content.expand(n, q, c), reference=pos.new_zeros(n, q, 0),
+                          query_pos=pos[None].expand(n, q, c))
 
 
 class LearnedPointQueries(nn.Module):

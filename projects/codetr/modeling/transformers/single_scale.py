@@ -1,16 +1,17 @@
-"""The single-scale transformer of Conditional DETR, DAB-DETR and DN-DETR: a DETR encoder on one
-feature level, learned matching queries, a conditional decoder."""
+"""The single-scale transformer of DETR, Conditional DETR, DAB-DETR and DN-DETR: a DETR encoder
+on one feature level, learned matching queries, a DETR or conditional decoder."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from torch import Tensor, nn
 
 from codetr.modeling.decoders.conditional import ConditionalDecoder
+from codetr.modeling.decoders.detr import DETRDecoder
 from codetr.modeling.encoders.detr import DETREncoder
 from codetr.modeling.encoders.output import EncoderOutput
 from codetr.modeling.queries.group import QueryGroup
-from codetr.modeling.queries.learned import LearnedAnchorQueries, LearnedPointQueries
+from codetr.modeling.queries.learned import LearnedAnchorQueries, LearnedPointQueries, LearnedPositionQueries
 
 __all__ = ["SingleScaleTransformer"]
 
@@ -20,17 +21,18 @@ class SingleScaleTransformer(nn.Module):
 
     Args:
         encoder: ``DETREncoder``.
-        decoder: ``ConditionalDecoder`` (2-d points for Conditional DETR, 4-d anchors for DAB-DETR).
-        queries: ``LearnedPointQueries`` (with a point decoder) or ``LearnedAnchorQueries`` (with a
-            box decoder).
+        decoder: ``DETRDecoder`` (DETR: no references) or ``ConditionalDecoder`` (2-d points for
+            Conditional DETR, 4-d anchors for DAB-DETR).
+        queries: ``LearnedPositionQueries`` (with the DETR decoder), ``LearnedPointQueries`` (with
+            a point decoder) or ``LearnedAnchorQueries`` (with a box decoder).
     """
 
-    def __init__(self, encoder: DETREncoder, decoder: ConditionalDecoder, queries: nn.Module):
+    def __init__(self, encoder: DETREncoder, decoder: Union[DETRDecoder, ConditionalDecoder], queries: nn.Module):
         super().__init__()
-        ref_dim = {LearnedPointQueries: 2, LearnedAnchorQueries: 4}.get(type(queries))
+        ref_dim = {LearnedPositionQueries: 0, LearnedPointQueries: 2, LearnedAnchorQueries: 4}.get(type(queries))
         if ref_dim is None:
             raise ValueError(f"SingleScaleTransformer: queries of type {type(queries).__name__}; expected "
-                             "LearnedPointQueries or LearnedAnchorQueries")
+                             "LearnedPositionQueries, LearnedPointQueries or LearnedAnchorQueries")
         if ref_dim != decoder.box_coder.ref_dim:
             raise ValueError(f"SingleScaleTransformer: {type(queries).__name__} give {ref_dim}-d references but the "
                              f"decoder's box coder expects {decoder.box_coder.ref_dim}-d")
@@ -40,7 +42,7 @@ class SingleScaleTransformer(nn.Module):
         self.decoder = decoder
         self.queries = queries
         self.embed_dim = decoder.embed_dim
-        self.num_queries = (queries.query_embed if ref_dim == 2 else queries.refpoint_embed).num_embeddings
+        self.num_queries = (queries.refpoint_embed if ref_dim == 4 else queries.query_embed).num_embeddings
 
     def encode(self, features: List[Tensor], masks: List[Tensor], pos_embeds: List[Tensor]) -> EncoderOutput:
         """See ``DETREncoder.encode`` (one level)."""

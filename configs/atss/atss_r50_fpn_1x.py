@@ -1,0 +1,75 @@
+"""ATSS-R50-FPN 1x on COCO (mmdet ``atss_r50_fpn_1x_coco``: 39.4 AP), TOOD's baseline.
+
+ResNet-50 (stem and res2 frozen, FrozenBN), FPN P3..P7 256 channels (P6 from P5, "on_output",
+no ReLU before P7), ATSS head (4 conv + GN 32 + ReLU blocks per tower, classification, box-delta
+and centerness convs, a scale per level), one square anchor of side 8 * stride per location
+(ratio 1, one scale), deltas with stds (0.1, 0.1, 0.2, 0.2); ATSS assignment (top 9 per level);
+sigmoid focal loss (alpha 0.25, gamma 2, weight 1), GIoU on the decoded boxes weighted by the
+centerness targets (weight 2), centerness BCE (weight 1). SGD lr 0.01, momentum 0.9, weight decay
+1e-4, total batch 16, 12 epochs, LR x0.1 at epochs 8 and 11, 500-iteration linear warm-up. Data:
+mmdet's 1x pipeline (flip, resize to short side 800 / long side <= 1333), images without boxes
+filtered. Test: per level the top 1000 by class score above 0.05, scores x centerness,
+class-wise NMS 0.6, 100 detections. The same backbone, neck, data and schedule as
+``configs/tood/tood_r50_fpn_1x.py``.
+"""
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone import FPN, BasicStem, ResNet
+
+from codetr.data import detr_train_augmentation
+from codetr.modeling.heads.atss_head import ATSSHead
+from codetr.modeling.meta_arch.atss import ATSS
+from codetr.modeling.meta_arch.one_stage import LastLevelP6P7
+
+from ..common.data.coco_detr import dataloader
+from ..common.optim import SGD as optimizer
+from ..common.schedule import lr_multiplier_1x_warmup as lr_multiplier  # noqa: F401
+from ..common.train import train
+
+model = L(ATSS)(
+    backbone=L(FPN)(
+        bottom_up=L(ResNet)(
+            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=False, norm="FrozenBN"),
+            out_features=["res3", "res4", "res5"],
+            freeze_at=2,
+        ),
+        in_features=["res3", "res4", "res5"],
+        out_channels=256,
+        top_block=L(LastLevelP6P7)(in_channels=256, out_channels=256, in_feature="p5", relu_before_p7=False),
+    ),
+    head=L(ATSSHead)(
+        num_classes=80,
+        in_features=["p3", "p4", "p5", "p6", "p7"],
+        strides=[8, 16, 32, 64, 128],
+        in_channels=256,
+        feat_channels=256,
+        stacked_convs=4,
+        num_groups=32,
+        anchor_scale=8.0,
+        topk=9,
+        weight_cls=1.0,
+        weight_bbox=2.0,
+        weight_centerness=1.0,
+        focal_alpha=0.25,
+        focal_gamma=2.0,
+        test_topk_candidates=1000,
+        test_score_thresh=0.05,
+        test_nms_thresh=0.6,
+        test_detections_per_image=100,
+    ),
+    size_divisibility=32,
+)
+
+train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+train.output_dir = "./output/atss_r50_fpn_1x"
+train.epochs = 12
+
+optimizer.lr = 0.01
+optimizer.momentum = 0.9
+optimizer.weight_decay = 1e-4
+
+dataloader.train.dataset.filter_empty = True
+dataloader.train.mapper.augmentation = L(detr_train_augmentation)(min_sizes=[800], max_size=1333)
+dataloader.train.mapper.augmentation_with_crop = None
+dataloader.train.total_batch_size = 16
+dataloader.evaluator.output_dir = "${train.output_dir}"

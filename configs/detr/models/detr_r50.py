@@ -1,0 +1,68 @@
+"""DETR-R50 (facebookresearch/detr main.py defaults, models/{detr,transformer,matcher}.py).
+
+C5 (stride 32) through a 1x1 input projection; DETR encoder (6 post-norm layers, 8 heads, FFN 2048,
+dropout 0.1, ReLU) with the sine position embedding (normalised, temperature 10000) added to the
+queries and keys of every attention; 100 learned queries (positions added at every decoder layer,
+content starts at zero, no reference points); DETR decoder (6 post-norm layers, standard
+cross-attention, one shared LayerNorm for every layer's output) with one shared class head over
+80 classes + "no object" and a 3-layer box MLP predicting sigmoid cxcywh directly. Hungarian
+cost class 1 (-softmax probability) / L1 5 / GIoU 2; losses softmax cross-entropy (no-object
+weight 0.1) 1, L1 5, GIoU 2 at every decoder layer. Inference: per query the best class by softmax
+probability, top-100, no NMS. Backbone: stem and res2 frozen, FrozenBN (the official trains
+layer2..4).
+"""
+from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone import BasicStem, ResNet
+
+from codetr.layers.position_encoding import PositionEmbeddingSine
+from codetr.modeling.criterion import DETRCriterion
+from codetr.modeling.decoders import DETRDecoder
+from codetr.modeling.encoders import DETREncoder
+from codetr.modeling.matcher import HungarianMatcher
+from codetr.modeling.meta_arch import DETR
+from codetr.modeling.necks import InputProjection
+from codetr.modeling.necks.resnet_stages import resnet_stages
+from codetr.modeling.queries import LearnedPositionQueries
+from codetr.modeling.transformers import SingleScaleTransformer
+
+model = L(DETR)(
+    backbone=L(ResNet)(
+        stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+        stages=L(resnet_stages)(depth=50, res5_dilation=1, stride_in_1x1=False, norm="FrozenBN"),
+        out_features=["res5"],
+        freeze_at=2,
+    ),
+    position_embedding=L(PositionEmbeddingSine)(num_pos_feats=128, temperature=10000, normalize=True, offset=0.0),
+    neck=L(InputProjection)(
+        input_shapes={"res5": ShapeSpec(channels=2048, stride=32)}, in_feature="res5", out_channels=256
+    ),
+    transformer=L(SingleScaleTransformer)(
+        encoder=L(DETREncoder)(
+            num_layers=6, embed_dim=256, num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu", pos_scale=False
+        ),
+        decoder=L(DETRDecoder)(
+            num_layers=6, embed_dim=256, num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu",
+            num_classes="${...num_classes}",
+        ),
+        queries=L(LearnedPositionQueries)(num_queries="${...num_queries}", embed_dim=256),
+    ),
+    criterion=L(DETRCriterion)(
+        num_classes="${..num_classes}",
+        matcher=L(HungarianMatcher)(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0, class_cost="softmax"),
+        class_loss="softmax",
+        eos_coef=0.1,
+        weight_class=1.0,
+        weight_bbox=5.0,
+        weight_giou=2.0,
+        with_dn=False,
+    ),
+    num_classes=80,
+    num_queries=100,
+    pixel_mean=[123.675, 116.28, 103.53],
+    pixel_std=[58.395, 57.12, 57.375],
+    select_box_nums_for_evaluation=100,
+    aux_loss=True,
+    nms=None,
+    input_format="RGB",
+)

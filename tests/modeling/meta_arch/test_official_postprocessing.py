@@ -198,8 +198,8 @@ def test_tood_head_and_detector_keep_boxes_beyond_the_border(monkeypatch):
     model.detectron2_postprocess = True  # Detectron2's: clipped at the output size
     with torch.no_grad():
         inst = model(inputs)[0]["instances"]
-    torch.testing.assert_close(inst.pred_boxes.tensor, torch.tensor([[190.0, 20.0, 200.0, 100.0], [188.0, 20.0, 200.0,
-                                                                                                    100.0]]))
+    clipped = torch.tensor([[190.0, 20.0, 200.0, 100.0], [188.0, 20.0, 200.0, 100.0]])
+    torch.testing.assert_close(inst.pred_boxes.tensor, clipped)
 
 
 def test_tood_detector_drops_nothing_without_detectron2_postprocess(monkeypatch):
@@ -212,7 +212,8 @@ def test_tood_detector_drops_nothing_without_detectron2_postprocess(monkeypatch)
     monkeypatch.setattr(model, "forward_inference", lambda images, features, predictions: [r])
     with torch.no_grad():
         inst = model([{"image": torch.zeros(3, 80, 100, dtype=torch.uint8)}])[0]["instances"]
-    torch.testing.assert_close(inst.pred_boxes.tensor, torch.tensor([[10.0, 10.0, 50.0, 40.0], [-30.0, 5.0, -2.0, 20.0]]))
+    torch.testing.assert_close(inst.pred_boxes.tensor, r.pred_boxes.tensor.new_tensor([[10.0, 10.0, 50.0, 40.0],
+                                                                                      [-30.0, 5.0, -2.0, 20.0]]))
     model.detectron2_postprocess = True
     with torch.no_grad():
         assert len(model([{"image": torch.zeros(3, 80, 100, dtype=torch.uint8)}])[0]["instances"]) == 1
@@ -242,7 +243,8 @@ def test_tood_configs_never_clip(name):
     assert model.head.test_clip_before_nms is False and model.detectron2_postprocess is False
 
 
-@pytest.mark.parametrize("name, autocast", [("deqdet/deqdet_r50_1x.py", "float16"), ("deqdet/deqdet_r50_2x.py", "float16"),
+@pytest.mark.parametrize("name, autocast", [("deqdet/deqdet_r50_1x.py", "float16"),
+                                            ("deqdet/deqdet_r50_2x.py", "float16"),
                                             ("adamixer/adamixer_r50_1x.py", None)])
 def test_adamixer_family_configs(name, autocast):
     model = config(name).model

@@ -56,8 +56,10 @@ model = L(ATSS)(
         test_score_thresh=0.05,
         test_nms_thresh=0.6,
         test_detections_per_image=100,
+        test_clip_before_nms=True,  # mmdet's ATSSHead decodes with max_shape (clipped), then NMS
     ),
     size_divisibility=32,
+    detectron2_postprocess=False,  # mmdet rescales by scale_factor and keeps every detection
 )
 
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"

@@ -6,7 +6,9 @@ the auxiliary pyramid (Faster R-CNN with RoIAlign on the first ``num_roi_levels`
 ATSS; every loss x ``lambda_2 * num_decoder_layers``, as the official code), their customized
 positive queries (Co-DINO style, 9..300 per image and head, weight ``lambda_1``), evaluation of the
 DETR head with the auxiliary heads selectable (``eval_module``), and ``model.num_classes`` /
-``model.num_queries`` as the one place the detector, heads and queries read. A variant overrides
+``model.num_queries`` as the one place the detector, heads and queries read; the detector
+post-processes as the official heads (boxes clamped to the image before the (Soft-)NMS, nothing
+dropped: ``clip_before_nms``, ``detectron2_postprocess=False``). A variant overrides
 fields of the result (head sizes, ``return_features``, the positive-query style).
 
 ``pyramid`` names the levels ``p{log2 stride}``, finest first (the encoder's levels plus one
@@ -43,6 +45,10 @@ def co_detr(detector, pyramid, embed_dim, num_decoder_layers, num_roi_levels, la
         num_classes=detector.num_classes,
         num_queries=detector.num_queries,
     )
+    # official post-processing (Sense-X co_deformable_detr_head.py _get_bboxes_single, MMDetection 3 co_dino_head.py
+    # _predict_by_feat_single): boxes clamped to img_shape before the (Soft-)NMS, none dropped afterwards
+    model.detector.clip_before_nms = True
+    model.detector.detectron2_postprocess = False
     model.detector.num_classes = "${..num_classes}"  # one place: model.num_classes
     model.detector.num_queries = "${..num_queries}"
     return model

@@ -7,7 +7,10 @@ QFL / focal loss on the aligned score, GIoU weight 2. SGD lr 0.01, momentum 0.9,
 1e-4, total batch 16, 12 epochs, LR x0.1 at epochs 8 and 11, 500-iteration linear warm-up.
 Data: mmdet's 1x pipeline (flip, resize to short side 800 / long side <= 1333), images without
 boxes filtered (mmdet's CocoDataset default). Test: top 1000 per level, score > 0.05, class-wise
-NMS 0.6, 100 detections.
+NMS 0.6, 100 detections; boxes never clipped and no detection dropped, as MMDetection's
+``TOODHead`` (decoded without ``max_shape``; ``_bbox_post_process`` rescales and runs the NMS):
+``head.test_clip_before_nms=False``, ``detectron2_postprocess=False`` (``True`` for both gives
+Detectron2's clipping).
 
 The head's ATSS -> TAL switch, like the LR milestones and the warm-up, is a fraction of the
 run: iteration ``round(initial_epochs / 12 * train.max_iter)``, where train_net.py
@@ -63,8 +66,10 @@ model = L(TOOD)(
         test_score_thresh=0.05,
         test_nms_thresh=0.6,
         test_detections_per_image=100,
+        test_clip_before_nms=False,  # MMDetection's TOODHead never clips
     ),
     size_divisibility=32,
+    detectron2_postprocess=False,  # mmdet rescales by scale_factor, keeps every detection
 )
 
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"

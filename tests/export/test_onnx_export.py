@@ -269,3 +269,103 @@ def test_dn_deformable_detr_graph(tmp_path):
     model = tiny_dino(denoising="dn").eval()
     assert not model.denoising.contrastive
     check_parity(model, str(tmp_path / "dn.onnx"), [(128, 160)], dynamic=False)
+
+
+
+def _exported_module_detections(model, image):
+    with torch.no_grad():
+        return [t.numpy() for t in exportable(model)(image[None])]
+
+
+# hand-built class-0 predictions for a 128 x 160 (h, w) image: A crosses the right border, B lies
+# at the border inside A's clipped part (IoU(A, B) = 1 / 7 unclipped, 5 / 6 clipped), C is right of
+# the image (empty once clipped)
+BORDER_BOXES = torch.tensor([[155.0, 10.0, 200.0, 50.0], [154.0, 10.0, 160.0, 50.0], [170.0, 60.0, 190.0, 90.0]])
+BORDER_SCORES = torch.tensor([0.9, 0.6, 0.5])
+
+
+def _border_queries(num_classes):
+    """forward_queries returning BORDER_BOXES / BORDER_SCORES (class 0) as its only likely pairs."""
+    logits = torch.full((1, 3, num_classes), -10.0)
+    logits[0, :, 0] = torch.logit(BORDER_SCORES)
+    xyxy = BORDER_BOXES / torch.tensor([160.0, 128.0, 160.0, 128.0])
+    boxes = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], -1)[None]
+    return lambda enc, fixed=None: {"pred_logits": logits, "pred_boxes": boxes}
+
+
+def test_co_detr_clamping_and_kept_empty_boxes_in_the_exported_module(monkeypatch):
+    """Co-DETR's post-processing (``clip_before_nms``, ``detectron2_postprocess=False``) with hard
+    NMS in the graph: the exportable module (the code that is exported, run in PyTorch) clamps
+    before the NMS (A then suppresses B at IoU 0.8) and keeps C although it is empty, as the model."""
+    model = tiny_dino().eval()
+    model.nms, model.nms_pre_topk, model.nms_iou_threshold = "nms", 60, 0.8
+    model.select_box_nums_for_evaluation = 2  # the 3rd is a 4.5e-5 pair of another class (hard NMS keeps it)
+    model.clip_before_nms, model.detectron2_postprocess = True, False
+    monkeypatch.setattr(model, "forward_queries", _border_queries(3))
+    image = shapes_image(2, 128, 160)
+    labels, boxes, scores = _exported_module_detections(model, image)
+    np.testing.assert_allclose(boxes, [[155.0, 10.0, 160.0, 50.0], [160.0, 60.0, 160.0, 90.0]], atol=1e-4)
+    np.testing.assert_allclose(scores, [0.9, 0.5], atol=1e-6)
+    assert labels.tolist() == [0, 0]
+    expected = pytorch_detections(model, image)
+    np.testing.assert_allclose(expected[1], boxes, atol=1e-4)
+    np.testing.assert_allclose(expected[2], scores, atol=1e-6)
+
+
+def test_unclipped_top_k_in_the_exported_module(monkeypatch):
+    """DEQDet / official DETR-family post-processing (no clipping, nothing dropped): the exported
+    module returns all ``select_box_nums_for_evaluation`` pairs, boxes as predicted."""
+    model = tiny_dino().eval()
+    model.detectron2_postprocess = False
+    model.select_box_nums_for_evaluation = 3
+    monkeypatch.setattr(model, "forward_queries", _border_queries(3))
+    image = shapes_image(2, 128, 160)
+    labels, boxes, scores = _exported_module_detections(model, image)
+    np.testing.assert_allclose(boxes, BORDER_BOXES.numpy(), atol=1e-4)
+    np.testing.assert_allclose(scores, BORDER_SCORES.numpy(), atol=1e-6)
+    expected = pytorch_detections(model, image)
+    np.testing.assert_allclose(expected[1], boxes, atol=1e-4)
+
+
+def official_tood():
+    """The test TOOD with MMDetection's post-processing (no clipping anywhere, nothing dropped)
+    and scores spread so that many candidates pass the threshold."""
+    model = tiny_tood(test_score_thresh=0.02).eval()
+    model.head.test_clip_before_nms, model.detectron2_postprocess = False, False
+    with torch.no_grad():
+        torch.nn.init.normal_(model.head.tood_cls.weight, std=0.3)
+        model.head.tood_cls.bias.fill_(-2.0)
+    return model
+
+
+def test_tood_without_clipping_in_the_exported_module(monkeypatch):
+    """MMDetection's TOOD: NMS (0.6) on unclipped boxes keeps A and B (IoU 1 / 7) and C, unclipped;
+    clipped first, A would suppress B (IoU 5 / 6)."""
+    model = official_tood()
+    predict = model.head.predict
+
+    def border_predict(feats, anchors=None):
+        logits, boxes = predict(feats, anchors) if anchors is not None else predict(feats)
+        logits = torch.full_like(logits, -10.0)
+        logits[0, :3, 0] = torch.logit(BORDER_SCORES)  # three anchors of the first level carry A, B, C
+        boxes = boxes.clone()
+        boxes[0, :3] = BORDER_BOXES
+        return logits, boxes
+
+    monkeypatch.setattr(model.head, "predict", border_predict)
+    image = shapes_image(1, 128, 160)
+    labels, boxes, scores = _exported_module_detections(model, image)
+    np.testing.assert_allclose(boxes, BORDER_BOXES.numpy(), atol=1e-4)
+    np.testing.assert_allclose(scores, BORDER_SCORES.numpy(), atol=1e-6)
+    expected = pytorch_detections(model, image)
+    np.testing.assert_allclose(expected[1], boxes, atol=1e-4)
+
+
+def test_tood_without_clipping_graph(tmp_path):
+    """ONNX Runtime equals PyTorch with MMDetection's post-processing (one size; the graph with
+    Detectron2's clipping is ``test_tood_fixed_sizes``); the predictions reach beyond the image."""
+    model = official_tood()
+    image = shapes_image(0, 100, 140)
+    _, boxes, _ = pytorch_detections(model, image)
+    assert (boxes[:, :2] < 0).any() or (boxes[:, 2] > 140).any() or (boxes[:, 3] > 100).any()
+    check_parity(model, str(tmp_path / "tood.onnx"), [(100, 140)], dynamic=False)

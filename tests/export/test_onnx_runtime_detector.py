@@ -27,12 +27,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_instances_equal_pytorch_rescaled_to_the_original_size(tmp_path):
+@pytest.mark.parametrize("detectron2_postprocess", [True, False])
+def test_instances_equal_pytorch_rescaled_to_the_original_size(tmp_path, detectron2_postprocess):
+    """Rescaled as the PyTorch model does: Detectron2's ``detector_postprocess`` (clip, drop empty
+    boxes), or (``detectron2_postprocess=False``, the official DETR-family / DEQDet / Co-DETR
+    post-processing) every detection kept and only scaled, as the graph's metadata says."""
     assert (RUN_INPUT_NAMES, RUN_OUTPUT_NAMES) == (INPUT_NAMES, OUTPUT_NAMES)
     model = tiny_dino().eval()
+    model.detectron2_postprocess = detectron2_postprocess
     path = str(tmp_path / "dino.onnx")
     export_onnx(model, path, (128, 160))
     detector = OnnxRuntimeDetector(path, num_threads=1)
+    assert detector.metadata["codetr.detectron2_postprocess"] == str(detectron2_postprocess)
+    assert detector.detectron2_postprocess is detectron2_postprocess
     image = shapes_image(2, 128, 160)
     # the mapper resized a 200 x 250 original to 128 x 160: boxes go back to 200 x 250
     inputs = [{"image": image, "height": 200, "width": 250}]
@@ -47,6 +54,8 @@ def test_instances_equal_pytorch_rescaled_to_the_original_size(tmp_path):
         box_tol=2e-3,  # 1e-3 px at the input size, x 1.5625 after rescaling
     )
     assert r.pred_classes.dtype == torch.int64 and r.scores.dtype == torch.float32
+    if not detectron2_postprocess:
+        assert len(r) == model.select_box_nums_for_evaluation
 
     with pytest.raises(ValueError, match="graph expects RGB images, but the inputs are BGR"):
         OnnxRuntimeDetector(path, input_format="BGR")

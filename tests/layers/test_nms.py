@@ -145,3 +145,14 @@ def test_batched_nms_is_classwise():
         expected += idx[tv_nms(boxes[idx], scores[idx], 0.5)].tolist()
     assert sorted(keep.tolist()) == sorted(expected)
     assert (scores[keep][:-1] >= scores[keep][1:]).all()
+
+
+def test_batched_nms_keeps_classes_apart_with_negative_boxes():
+    """Unclipped boxes (TOOD, DEQDet) may reach below 0. torchvision's coordinate trick offsets
+    class c by c * (max + 1) = 101 here, which moves class 1's box (-11, -11, -1, -1) exactly onto
+    class 0's (90, 90, 100, 100); class-wise NMS must keep both (and still suppress within a
+    class)."""
+    boxes = torch.tensor([[90.0, 90.0, 100.0, 100.0], [-11.0, -11.0, -1.0, -1.0], [-10.0, -11.0, -1.0, -1.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    labels = torch.tensor([0, 1, 1])
+    assert batched_nms(boxes, scores, labels, 0.5).tolist() == [0, 1]

@@ -5,7 +5,9 @@ C5 (stride 32) through a 1x1 input projection; DETR encoder (6 post-norm layers,
 dropout 0.1, ReLU); 300 learned queries (positions; content starts at zero) with reference points
 sigmoid(MLP(query)); conditional decoder (6 layers) with one shared class / box head predicting
 offsets from the reference point; focal loss (class 2, L1 5, GIoU 2); top-100 over queries x
-classes, no NMS. Backbone: stem and res2 frozen, as the official release (detrex trains res2).
+classes, no NMS, boxes scaled to the original image and all kept, unclipped (official
+``PostProcess``; ``detectron2_postprocess=False``). Backbone: stem and res2 frozen, as the
+official release (detrex trains res2).
 """
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
@@ -57,8 +59,11 @@ model = L(ConditionalDETR)(
     num_queries=300,
     pixel_mean=[123.675, 116.28, 103.53],
     pixel_std=[58.395, 57.12, 57.375],
-    select_box_nums_for_evaluation=100,
+    select_box_nums_for_evaluation=100,  # official PostProcess: topk(..., 100) (detrex: 300)
     aux_loss=True,
     nms=None,
     input_format="RGB",
+    # official PostProcess (models/conditional_detr.py; DAB-DETR / DN-DETR's DABDETR.py alike): boxes scaled to the
+    # original size, none clipped or dropped
+    detectron2_postprocess=False,
 )

@@ -17,6 +17,8 @@ model.transformer.encoder.update(dropout=0.0, activation="prelu", pos_scale=True
 model.transformer.decoder.update(
     dropout=0.0, activation="prelu", ref_dim=4, refine=True, ref_point_head=True, modulate_hw=True
 )
+# N(0, 1) anchor logits: the README's 42.2 AP command runs main.py without --random_refpoints_xy (off by default;
+# detrex's freeze_anchor_box_centers=True is the official "fixxy" variant)
 model.transformer.queries = L(LearnedAnchorQueries)(num_queries="${...num_queries}", embed_dim=256, random_xy=False)
 model.criterion.weight_class = 1.0
-model.select_box_nums_for_evaluation = 300
+model.select_box_nums_for_evaluation = 300  # official main.py --num_select 300

@@ -14,7 +14,9 @@ Refinement steps in training: the official code that produced the released weigh
 code does; ``model.decoder.loop.refinement_steps=20
 model.decoder.loop.supervision_positions=[1,3,6,9,12,20]`` gives the paper's description.
 Losses focal 2, L1 5, GIoU 2, matching costs the same, L1 on normalised xyxy. Images padded to a
-multiple of 32. Inference: top 100 over queries x classes, no NMS.
+multiple of 32. Inference: top 100 over queries x classes, no NMS, all 100 returned unclipped
+(``detectron2_postprocess=False``); on CUDA the backbone and neck run under fp16 autocast, as the
+official ``DEQDet.predict`` (``inference_autocast="float16"``; ``null`` for fp32).
 """
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
@@ -97,4 +99,8 @@ model = L(DEQDet)(
     size_divisibility=32,
     nms=None,
     input_format="RGB",
+    # official post-processing (deq_det_roi_head.py DEQDetRoIHead.predict): the top-k boxes, unclipped, none dropped
+    detectron2_postprocess=False,
+    # official eqdet.py DEQDet.predict: backbone + neck under torch.amp.autocast("cuda", float16), maps back to fp32
+    inference_autocast="float16",
 )

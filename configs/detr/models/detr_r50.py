@@ -8,8 +8,9 @@ cross-attention, one shared LayerNorm for every layer's output) with one shared 
 80 classes + "no object" and a 3-layer box MLP predicting sigmoid cxcywh directly. Hungarian
 cost class 1 (-softmax probability) / L1 5 / GIoU 2; losses softmax cross-entropy (no-object
 weight 0.1) 1, L1 5, GIoU 2 at every decoder layer. Inference: per query the best class by softmax
-probability, top-100, no NMS. Backbone: stem and res2 frozen, FrozenBN (the official trains
-layer2..4).
+probability, top-100, no NMS, boxes scaled to the original size and not clipped (the official
+``PostProcess``; ``detectron2_postprocess=False``). Backbone: stem and res2 frozen, FrozenBN (the
+official trains layer2..4).
 """
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
@@ -65,4 +66,5 @@ model = L(DETR)(
     aux_loss=True,
     nms=None,
     input_format="RGB",
+    detectron2_postprocess=False,
 )

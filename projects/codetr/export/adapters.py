@@ -6,8 +6,10 @@ An exportable detector is a module ``forward(image) -> (labels, boxes, scores)``
   Detectron2 data interface's ``"image"``, with a batch dimension of 1); any H, W;
 - ``labels`` (K,) int64, ``boxes`` (K, 4) float32 absolute xyxy in the input image's pixels,
   ``scores`` (K,) float32, by decreasing score: the detections the PyTorch model returns for that
-  image with ``height, width = H, W`` (after its post-processing: boxes clipped to the image,
-  empty boxes dropped), K <= the model's detections per image.
+  image with ``height, width = H, W`` (after its post-processing, as the model's switches say:
+  ``clip_before_nms`` clamps the boxes to the image before the NMS, ``detectron2_postprocess``
+  clips them at the end and drops the empty ones; see ``codetr.modeling.postprocess``),
+  K <= the model's detections per image.
 
 Everything model-specific is in the adapters below, one per family; each calls only the model's
 public pieces (normalisation constants, backbone + neck + encoder, the query stage or the dense
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 from torchvision.ops import nms
 
 from codetr.modeling.meta_arch import TOOD, CoDETR, QueryDetector
+from codetr.modeling.postprocess import clip_boxes
 
 __all__ = ["ExportableDetector", "QueryDetectorExport", "TOODExport", "UnsupportedModelError", "exportable"]
 
@@ -63,6 +66,13 @@ class ExportableDetector(nn.Module):
         self.input_format = model.input_format
         self.level_shapes = None
 
+    @property
+    def detectron2_postprocess(self) -> bool:
+        """The model's last step: clip at the output size and drop empty boxes (True), or keep
+        every detection; the graph does it at the input size, ``OnnxRuntimeDetector`` again at
+        the original size (the graph's ``codetr.detectron2_postprocess`` metadata)."""
+        return bool(self.model.detectron2_postprocess)
+
     def normalize(self, image: Tensor, size_divisibility: int) -> Tuple[Tensor, Tensor]:
         """uint8 (1, 3, H, W) -> normalised float (1, 3, H', W') zero-padded (after normalisation,
         as ``ImageList.from_tensors``) to a multiple of ``size_divisibility`` (0: no padding), and
@@ -88,18 +98,24 @@ class ExportableDetector(nn.Module):
             self.level_shapes = [tuple(int(s) for s in m.shape[-2:]) for m in maps]
 
     @staticmethod
-    def finish(labels: Tensor, boxes: Tensor, scores: Tensor, h, w) -> Tuple[Tensor, Tensor, Tensor]:
-        """``detector_postprocess`` at the input size: clip boxes to (h, w), drop empty boxes."""
-        x = boxes[:, 0::2].clamp(min=0, max=w)
-        y = boxes[:, 1::2].clamp(min=0, max=h)
-        boxes = torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], -1)
+    def finish(labels: Tensor, boxes: Tensor, scores: Tensor, h, w,
+               detectron2_postprocess: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+        """The model's last step at the input size: ``detector_postprocess`` (clip boxes to
+        (h, w), drop empty boxes) if ``detectron2_postprocess``, else nothing (every detection
+        kept as it is)."""
+        if not detectron2_postprocess:
+            return labels, boxes, scores
+        boxes = clip_boxes(boxes, h, w)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return labels[keep], boxes[keep], scores[keep]
 
 
 def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
     """Hard NMS per class by offsetting each class's boxes (torchvision's coordinate trick), as
-    one ``nms`` (ONNX ``NonMaxSuppression``). Returns kept indices by decreasing score."""
+    one ``nms`` (ONNX ``NonMaxSuppression``). Returns kept indices by decreasing score. Boxes
+    reaching below 0 (unclipped) are shifted to non-negative first, as ``codetr.layers.nms.batched_nms``
+    does: the offsets separate the classes only then."""
+    boxes = boxes - boxes.min().clamp(max=0)
     offsets = labels.to(boxes.dtype) * (boxes.max() + 1)
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
@@ -120,7 +136,7 @@ class QueryDetectorExport(ExportableDetector):
     ``images.mask`` (N, H, W)) -> encoder output with the L neck maps (``_encode``);
     ``forward_queries(enc)`` -> ``"pred_logits"`` (N, Q, K), ``"pred_boxes"`` (N, Q, 4)
     normalised cxcywh; ``topk_pairs`` (the top-k of its ``inference``), ``select_box_nums_for_evaluation``,
-    ``nms``, ``nms_iou_threshold``.
+    ``nms``, ``nms_iou_threshold``, ``clip_before_nms``, ``detectron2_postprocess``.
     """
 
     def __init__(self, model: QueryDetector):
@@ -141,22 +157,25 @@ class QueryDetectorExport(ExportableDetector):
         scores, labels, boxes = det.topk_pairs(outputs["pred_logits"][:1], outputs["pred_boxes"][:1], pre_nms=hard_nms)
         scores, labels, boxes = scores[0], labels[0], boxes[0]
         boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)  # traced, not baked
+        if det.clip_before_nms:
+            boxes = clip_boxes(boxes, h, w)
         if hard_nms:
             keep = class_wise_nms(boxes, scores, labels, det.nms_iou_threshold)[: det.select_box_nums_for_evaluation]
             labels, boxes, scores = labels[keep], boxes[keep], scores[keep]
-        return self.finish(labels, boxes, scores, h, w)
+        return self.finish(labels, boxes, scores, h, w, self.detectron2_postprocess)
 
 
 class TOODExport(ExportableDetector):
     """TOOD: backbone (FPN) and the T-Head's raw predictions (``head.anchors`` / ``head.predict``),
     then ``dense_detections``: per level the top candidates above the score threshold, boxes
-    clipped, class-wise NMS, the best ``test_detections_per_image``.
+    clipped if ``head.test_clip_before_nms``, class-wise NMS, the best ``test_detections_per_image``,
+    then the model's ``detectron2_postprocess`` (or nothing).
 
     Reads: ``pixel_mean``, ``pixel_std``, ``input_format``, ``size_divisibility``, ``backbone``
     (dict of maps), ``head.in_features``, ``head.anchors(feats)`` (per level (A_l, 4)),
     ``head.predict(feats, anchors)`` -> logits (N, A, K), boxes (N, A, 4) xyxy absolute,
     ``head.test_topk_candidates``, ``test_score_thresh``, ``test_nms_thresh``,
-    ``test_detections_per_image``."""
+    ``test_detections_per_image``, ``test_clip_before_nms``; ``detectron2_postprocess``."""
 
     def forward(self, image: Tensor):
         head = self.model.head
@@ -184,11 +203,11 @@ class TOODExport(ExportableDetector):
             all_labels.append(idx % num_classes)
             start = start + count
         boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
-        x1y1x2y2 = [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)]
-        boxes = torch.stack(x1y1x2y2, -1)
+        if head.test_clip_before_nms:
+            boxes = clip_boxes(boxes, h, w)
         keep = class_wise_nms(boxes, scores, labels, head.test_nms_thresh)
         keep = keep[scores[keep] > head.test_score_thresh][: head.test_detections_per_image]
-        return self.finish(labels[keep], boxes[keep], scores[keep], h, w)
+        return self.finish(labels[keep], boxes[keep], scores[keep], h, w, self.detectron2_postprocess)
 
 
 def exportable(model: nn.Module) -> ExportableDetector:

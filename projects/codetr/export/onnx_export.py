@@ -109,6 +109,8 @@ def export_onnx(
         "codetr.input_format": adapter.input_format,
         "codetr.ms_deform_attn": deform_attn,
         "codetr.dynamic_size": str(bool(dynamic)),
+        # how OnnxRuntimeDetector rescales the graph's detections to the original size
+        "codetr.detectron2_postprocess": str(bool(adapter.detectron2_postprocess)),
     }
     if isinstance(adapter, QueryDetectorExport) and adapter.soft_nms_dropped:
         metadata["codetr.not_exported"] = "soft_nms (no ONNX operator): top-k without it"

@@ -10,8 +10,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from detectron2.modeling import detector_postprocess
 from detectron2.structures import Boxes, Instances
+
+from codetr.modeling.postprocess import rescale_detections
 
 # the graph's names, as ``codetr.export.onnx_export`` writes them (not imported from there: that
 # module needs onnxscript, which running a graph does not)
@@ -29,8 +30,9 @@ class OnnxRuntimeDetector:
     each image runs alone (the graph takes a batch of 1). The graph returns ``labels`` (K,),
     ``boxes`` (K, 4) xyxy in the H x W input's pixels and ``scores`` (K,); they are wrapped as
     ``Instances((H, W))`` (``pred_classes``, ``pred_boxes``, ``scores``) and rescaled to the
-    original ``height`` x ``width`` (default H x W) by ``detector_postprocess``, as the PyTorch
-    detectors do.
+    original ``height`` x ``width`` (default H x W) as the PyTorch detector does: by
+    ``detector_postprocess``, or without clipping or dropping anything when the graph's
+    ``codetr.detectron2_postprocess`` metadata is "False" (``codetr.modeling.postprocess``).
 
     Args:
         path: the .onnx file.
@@ -54,6 +56,7 @@ class OnnxRuntimeDetector:
                 f"(inputs {INPUT_NAMES}, outputs {OUTPUT_NAMES})"
             )
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.detectron2_postprocess = self.metadata.get("codetr.detectron2_postprocess", "True") != "False"
         graph_format = self.metadata.get("codetr.input_format")
         if input_format is not None and graph_format is not None and graph_format != input_format:
             raise ValueError(
@@ -79,5 +82,6 @@ class OnnxRuntimeDetector:
         for x in batched_inputs:
             r = self.detect(x["image"])
             h, w = r.image_size
-            results.append({"instances": detector_postprocess(r, x.get("height", h), x.get("width", w))})
+            results.append({"instances": rescale_detections(r, x.get("height", h), x.get("width", w),
+                                                            self.detectron2_postprocess)})
         return results

@@ -51,8 +51,14 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
 
     Returns:
         (K,) int64 indices of the kept boxes, by decreasing score.
+
+    Boxes may reach below 0 (detectors that never clip: TOOD, DEQDet): they are shifted by
+    ``min(0, boxes.min())`` first (IoU does not change), since torchvision's coordinate trick
+    (class offsets ``idx * (max + 1)``) separates the classes only for non-negative boxes.
     """
     _check(boxes, scores, idxs)
+    if boxes.numel():
+        boxes = boxes - boxes.min().clamp(max=0)
     return _tv_batched_nms(boxes, scores, idxs, float(iou_threshold))
 
 

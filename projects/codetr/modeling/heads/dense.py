@@ -155,11 +155,12 @@ def dense_detections(
     topk_candidates: int,
     nms_thresh: float,
     detections_per_image: int,
+    clip_before_nms: bool = True,
 ) -> Instances:
     """Detections of one image.
 
     Args:
-        image_size: (h, w) of the resized image; boxes are clipped to it.
+        image_size: (h, w) of the resized image.
         levels: per pyramid level, ``(scores, boxes_of)`` or ``(scores, boxes_of, score_factor)``:
             scores (A_l, K) probabilities, a function from anchor indices (n,) to their boxes
             (n, 4) xyxy_abs (decoded lazily, only for the kept candidates) and optionally
@@ -168,6 +169,9 @@ def dense_detections(
         score_thresh, topk_candidates: per level, the top ``topk_candidates`` (anchor, class)
             pairs with score above ``score_thresh`` (before any score factor).
         nms_thresh, detections_per_image: class-wise NMS, then the best detections.
+        clip_before_nms: clip the candidates' boxes to ``image_size`` before the NMS (mmdet's
+            ATSS, which decodes with ``max_shape``); False: NMS on the boxes as decoded
+            (MMDetection's ``TOODHead``, which never clips).
     """
     boxes_all, scores_all, classes_all = [], [], []
     for scores, boxes_of, *score_factor in levels:
@@ -183,7 +187,8 @@ def dense_detections(
         scores_all.append(scores)
         classes_all.append(idx % num_classes)
     boxes = Boxes(torch.cat(boxes_all))
-    boxes.clip(image_size)
+    if clip_before_nms:
+        boxes.clip(image_size)
     scores, classes = torch.cat(scores_all), torch.cat(classes_all)
     keep = batched_nms(boxes.tensor, scores, classes, nms_thresh)[:detections_per_image]
     result = Instances(image_size)
@@ -232,6 +237,7 @@ class DenseHead(nn.Module):
         test_score_thresh: float = 0.05,
         test_nms_thresh: float = 0.6,
         test_detections_per_image: int = 100,
+        test_clip_before_nms: bool = True,
     ):
         super().__init__()
         name = type(self).__name__
@@ -246,6 +252,7 @@ class DenseHead(nn.Module):
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
         self.test_detections_per_image = test_detections_per_image
+        self.test_clip_before_nms = test_clip_before_nms
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
         self.anchor_generator = DefaultAnchorGenerator(
             sizes=[[anchor_scale * s] for s in self.strides], aspect_ratios=[[1.0]], strides=self.strides, offset=0.0
@@ -266,11 +273,13 @@ class DenseHead(nn.Module):
         raise NotImplementedError
 
     def inference(self, image_sizes, anchors_per_level: List[Tensor], predictions) -> List[Instances]:
-        """N ``Instances`` (pred_boxes xyxy_abs clipped to ``image_sizes[b]``, scores, pred_classes)."""
+        """N ``Instances`` (pred_boxes xyxy_abs, clipped to ``image_sizes[b]`` if
+        ``test_clip_before_nms``; scores, pred_classes)."""
         return [
             dense_detections(
                 image_size, self.candidates(b, anchors_per_level, predictions), self.test_score_thresh,
                 self.test_topk_candidates, self.test_nms_thresh, self.test_detections_per_image,
+                self.test_clip_before_nms,
             )
             for b, image_size in enumerate(image_sizes)
         ]

@@ -24,7 +24,12 @@ f ``decoder.loop.inference_steps`` times, 20 + 1 by default; change it on the mo
 config, ``model.decoder.loop.inference_steps=50``).
 
 Inference: top ``select_box_nums_for_evaluation`` (the number of queries in the official configs)
-over queries x classes of sigmoid scores, no NMS.
+over queries x classes of sigmoid scores, no NMS; the configs return them all, unclipped
+(``detectron2_postprocess=False``: MCG-NJU ``adamixer_decoder.py`` ``simple_test`` and
+``deq_det_roi_head.py`` ``DEQDetRoIHead.predict`` divide the top-k boxes by ``scale_factor`` and
+keep them all, where Detectron2's ``detector_postprocess`` would drop those outside the image).
+DEQDet's configs also run the backbone and neck under fp16 autocast at inference on CUDA
+(``inference_autocast="float16"``), as the official ``eqdet.py`` ``DEQDet.predict`` does.
 
 ``DEQDet`` and ``RNNDet`` are ``AdaMixer`` with a check of the loop and of the two layers (g, f)
 it iterates; the registered names let configs and logs say which detector they are.
@@ -51,6 +56,8 @@ from .query_detector import QueryDetector, normalization_wh
 
 __all__ = ["AdaMixer", "DEQDet", "RNNDet"]
 
+AUTOCAST_DTYPES = {None: None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
 
 @META_ARCH_REGISTRY.register()
 class AdaMixer(QueryDetector):
@@ -61,6 +68,11 @@ class AdaMixer(QueryDetector):
         decoder: ``AdaMixerRefiner``.
         criterion: ``DETRCriterion`` (official: focal 2, L1 5, GIoU 2 on normalised xyxy).
         num_classes, num_queries: optional, checked against the heads / criterion / queries.
+        inference_autocast: None, "float16" or "bfloat16": at inference on CUDA, backbone and
+            neck run under ``torch.autocast("cuda", dtype)`` and their maps are cast back to the
+            input's dtype (official DEQDet ``eqdet.py`` ``DEQDet.predict``: float16, then
+            float32). No effect in training or on other devices (the official autocast is for
+            CUDA only).
         **kwargs: ``QueryDetector``'s (pixel_mean, pixel_std, select_box_nums_for_evaluation,
             aux_loss, size_divisibility, nms, input_format, ...).
     Submodules (state-dict prefixes): ``backbone``, ``neck``, ``queries``, ``decoder``.
@@ -75,10 +87,16 @@ class AdaMixer(QueryDetector):
         criterion: DETRCriterion,
         num_classes: Optional[int] = None,
         num_queries: Optional[int] = None,
+        inference_autocast: Optional[str] = None,
         **kwargs,
     ):
         super().__init__(backbone, None, neck, None, criterion, None, **kwargs)
         name = type(self).__name__
+        if inference_autocast not in AUTOCAST_DTYPES:
+            raise ValueError(
+                f"{name}: inference_autocast={inference_autocast!r}; expected one of {list(AUTOCAST_DTYPES)}"
+            )
+        self.inference_autocast = inference_autocast
         self.queries = queries
         self.decoder = decoder  # a submodule; the base's ``decoder`` property is overridden below
         if num_queries is not None and num_queries != self.num_queries:
@@ -101,8 +119,15 @@ class AdaMixer(QueryDetector):
         return self.queries.content.shape[-1]
 
     def encode(self, images: ImageList) -> EncoderOutput:
-        """Neck maps with zeroed padding as an identity encoder's output, and ``image_wh``."""
-        features = self.neck(self.backbone(images.tensor), images.mask)
+        """Neck maps with zeroed padding as an identity encoder's output, and ``image_wh``
+        (backbone and neck under ``inference_autocast`` at inference on CUDA)."""
+        x = images.tensor
+        if self.inference_autocast is not None and not self.training and x.is_cuda:
+            with torch.autocast("cuda", dtype=AUTOCAST_DTYPES[self.inference_autocast]):
+                features = self.neck(self.backbone(x), images.mask)
+            features = [f.to(x.dtype) for f in features]
+        else:
+            features = self.neck(self.backbone(x), images.mask)
         masks = [padding_mask_at_stride(images.mask, s, f.shape[-2:]) for s, f in zip(self.feature_strides, features)]
         return EncoderOutput.from_levels(zero_padding(features, masks), masks, None, normalization_wh(images.mask))
 

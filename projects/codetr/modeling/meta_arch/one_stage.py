@@ -1,8 +1,8 @@
 """One-stage dense detectors (TOOD, ATSS): ResNet + FPN (P3..P7) + a ``DenseHead``.
 
 The detector is Detectron2's generic one-stage flow (``DenseDetector``: preprocess, backbone,
-``head(features)``, training losses or inference, ``detector_postprocess`` to the inputs'
-"height" / "width") around a ``DenseHead`` (``codetr.modeling.heads.dense``), which holds the
+``head(features)``, training losses or inference, results rescaled to the inputs' "height" /
+"width": ``codetr.modeling.postprocess.rescale_detections``) around a ``DenseHead`` (``codetr.modeling.heads.dense``), which holds the
 anchors, assigner, losses and inference (and is also a Co-DETR auxiliary head). A paper's
 detector is this class under its own registered name (``TOOD``, ``ATSS``).
 """
@@ -18,6 +18,7 @@ from detectron2.structures import ImageList
 from torch import Tensor
 
 from codetr.modeling.heads.dense import DenseHead
+from codetr.modeling.postprocess import rescale_detections
 
 from .preprocess import normalize_and_pad
 
@@ -51,10 +52,13 @@ class OneStageDetector(DenseDetector):
         pixel_mean, pixel_std: RGB normalisation of the uint8 input images.
         input_format: "RGB" (the data interface) or "BGR" (images are flipped to RGB).
         size_divisibility: pad batched images to a multiple of this (mmdet: 32).
+        detectron2_postprocess: rescale the results with Detectron2's ``detector_postprocess``
+            (clipped to the output size, empty boxes dropped); False: rescaled only, every
+            detection kept (MMDetection). See ``codetr.modeling.postprocess``.
 
     forward(batched_inputs): Detectron2 inputs. Training: the head's weighted losses.
     Inference: ``[{"instances": Instances(pred_boxes, scores, pred_classes)}]`` in original
-    image coordinates (``detector_postprocess`` with the inputs' "height" / "width").
+    image coordinates (the inputs' "height" / "width").
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class OneStageDetector(DenseDetector):
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         input_format: str = "RGB",
         size_divisibility: int = 32,
+        detectron2_postprocess: bool = True,
     ):
         name = type(self).__name__
         if input_format not in ("RGB", "BGR"):
@@ -77,6 +82,21 @@ class OneStageDetector(DenseDetector):
         super().__init__(backbone, head, head.in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         self.input_format = input_format
         self.size_divisibility = size_divisibility
+        self.detectron2_postprocess = detectron2_postprocess
+
+    def forward(self, batched_inputs: List[Dict]):
+        """``DenseDetector.forward``, with the inference results rescaled by ``rescale_detections``."""
+        if self.training:
+            return super().forward(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        results = self.forward_inference(images, features, self.head(features))
+        return [
+            {"instances": rescale_detections(r, x.get("height", r.image_size[0]), x.get("width", r.image_size[1]),
+                                             self.detectron2_postprocess)}
+            for r, x in zip(results, batched_inputs)
+        ]
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         return normalize_and_pad(

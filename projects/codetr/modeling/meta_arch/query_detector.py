@@ -3,7 +3,9 @@
 Coordinates: targets and predictions inside the model are normalised cxcywh, normalised by the
 "normalisation size" of each image: the unpadded (resized) image, or the padded batch size for
 inputs whose padding counts as image (``padding_is_image``, the LSJ mapper; there is then no
-padding mask). Results are absolute xyxy in the original image (``detector_postprocess``).
+padding mask). Results are absolute xyxy in the original image (``rescale_detections``: Detectron2's
+``detector_postprocess``, or a plain rescale that keeps every detection; ``codetr.modeling.postprocess``
+says which detector does what).
 
 A subclass says what is its own: ``matching_queries`` (where the matching group comes from) and
 optionally denoising knowledge. Compositions (Co-DETR) use the declared hooks: ``preprocess_image``,
@@ -16,7 +18,7 @@ import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.modeling import Backbone, detector_postprocess
+from detectron2.modeling import Backbone
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import Tensor, nn
 
@@ -25,6 +27,7 @@ from codetr.layers.nms import batched_nms, batched_soft_nms
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.necks import padding_mask_at_stride
+from codetr.modeling.postprocess import clip_boxes, rescale_detections
 from codetr.modeling.queries import QueryGroup
 from codetr.modeling.queries.denoising import FixedTargetQueries
 
@@ -63,6 +66,13 @@ class QueryDetector(nn.Module):
         nms: None, "nms" or "soft_nms": optional class-wise post-processing of the top
             ``nms_pre_topk`` pairs (IoU ``nms_iou_threshold``); see ``codetr.layers.nms``.
         input_format: "RGB" or "BGR"; inputs in the other order are flipped.
+        clip_before_nms: clamp the top-k boxes to the image's normalisation frame (the resized
+            image, or the padded one for ``padding_is_image`` inputs: mmdet's ``img_shape``)
+            before the (Soft-)NMS, and also without NMS (Co-DETR's official heads).
+        detectron2_postprocess: results through Detectron2's ``detector_postprocess`` (clipped
+            to the output size, empty boxes dropped: detrex); False: only rescaled to the output
+            size, every detection kept (the official DETR-family, Co-DETR, AdaMixer / DEQDet
+            code). See ``codetr.modeling.postprocess``.
     """
 
     def __init__(
@@ -82,6 +92,8 @@ class QueryDetector(nn.Module):
         nms_iou_threshold: float = 0.8,
         nms_pre_topk: int = 900,
         input_format: str = "RGB",
+        clip_before_nms: bool = False,
+        detectron2_postprocess: bool = True,
     ):
         super().__init__()
         name = type(self).__name__
@@ -102,6 +114,8 @@ class QueryDetector(nn.Module):
         self.nms_iou_threshold = nms_iou_threshold
         self.nms_pre_topk = nms_pre_topk
         self.input_format = input_format
+        self.clip_before_nms = clip_before_nms
+        self.detectron2_postprocess = detectron2_postprocess
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -250,7 +264,8 @@ class QueryDetector(nn.Module):
 
     def inference(self, logits: Tensor, boxes: Tensor, image_sizes: Sequence[Size],
                   norm_sizes: Optional[Sequence[Size]] = None) -> List[Instances]:
-        """Top-k (query, class) pairs of sigmoid scores per image, then optional (Soft-)NMS.
+        """Top-k (query, class) pairs of sigmoid scores per image, boxes clamped to the
+        normalisation frame if ``clip_before_nms``, then optional (Soft-)NMS.
 
         Args:
             logits: (N, Q, K); boxes: (N, Q, 4) cxcywh normalised by ``norm_sizes`` (default
@@ -263,6 +278,8 @@ class QueryDetector(nn.Module):
         results = []
         for s, lb, bx, (h, w), (nh, nw) in zip(scores, labels, boxes, image_sizes, norm_sizes):
             bx = bx * torch.tensor([nw, nh, nw, nh], dtype=bx.dtype, device=bx.device)
+            if self.clip_before_nms:
+                bx = clip_boxes(bx, nh, nw)
             if self.nms is not None:
                 s, lb, bx = self._nms(s, lb, bx)
             r = Instances((h, w))
@@ -298,11 +315,12 @@ class QueryDetector(nn.Module):
         keep, scores = keep[: self.select_box_nums_for_evaluation], scores[: self.select_box_nums_for_evaluation]
         return scores, labels[keep], boxes[keep]
 
-    @staticmethod
-    def postprocess(results: List[Instances], batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
-        """Resized-image results -> ``[{"instances": ...}]`` in each input's "height" x "width"."""
+    def postprocess(self, results: List[Instances], batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
+        """Resized-image results -> ``[{"instances": ...}]`` in each input's "height" x "width"
+        (``rescale_detections`` with ``detectron2_postprocess``)."""
         return [
-            {"instances": detector_postprocess(r, x.get("height", r.image_size[0]), x.get("width", r.image_size[1]))}
+            {"instances": rescale_detections(r, x.get("height", r.image_size[0]), x.get("width", r.image_size[1]),
+                                             self.detectron2_postprocess)}
             for r, x in zip(results, batched_inputs)
         ]
 

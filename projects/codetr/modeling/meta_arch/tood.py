@@ -1,7 +1,11 @@
 """TOOD (Feng et al. 2021): ResNet + FPN (P3..P7) + the T-Head with Task Alignment Learning.
 
 The one-stage flow (``OneStageDetector``: Detectron2's ``DenseDetector``) around ``TOODHead``,
-which holds the assigners, losses and inference (and is also a Co-DETR auxiliary head).
+which holds the assigners, losses and inference (and is also a Co-DETR auxiliary head). The TOOD
+configs post-process as MMDetection's ``TOODHead``: no clipping before the NMS
+(``head.test_clip_before_nms=False``), none after it and no detection dropped
+(``detectron2_postprocess=False``); the class defaults are Detectron2's (clip, then
+``detector_postprocess``).
 """
 from __future__ import annotations
 

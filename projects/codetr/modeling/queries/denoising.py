@@ -143,7 +143,12 @@ def dynamic_num_groups(num_dn_queries: int, max_gt: int) -> int:
 
 def flip_labels(labels: Tensor, prob: float, num_classes: int) -> Tensor:
     """Replace each label, with probability ``prob``, by a uniformly random class in
-    [0, num_classes) (which may equal the original, as in DN-DETR / DINO). Any shape."""
+    [0, num_classes) (which may equal the original, as in DN-DETR / DINO). Any shape.
+
+    The official DN-DETR draws the same way (``models/DN_DAB_DETR/dn_components.py``
+    ``prepare_for_dn``: ``randint_like(chosen_indice, 0, num_classes)``, never the "unknown" label
+    row ``num_classes``), its ``num_classes`` being 91 COCO-id slots; detrex draws from
+    ``num_classes + 1``. See MODEL_ZOO.md "Departures from the official code"."""
     flip = torch.rand(labels.shape, device=labels.device) < prob
     random = torch.randint_like(labels, 0, num_classes)
     return torch.where(flip, random, labels)

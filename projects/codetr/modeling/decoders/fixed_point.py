@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from codetr.modeling.coders import xyxy_to_xyzr, xyzr_to_xyxy
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
+import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.structures import ImageList
 from torch import nn

@@ -128,15 +128,6 @@ def timed(step, iters: int, warmup: int, device: torch.device):
     return times, mem.increase
 
 
-def model_num_classes(model_cfg) -> int:
-    """``model.num_classes`` (DETR family, Co-DETR) or ``model.head.num_classes`` (dense detectors)."""
-    for node in (model_cfg, model_cfg.get("head") or {}):
-        value = node.get("num_classes")
-        if isinstance(value, int):
-            return value
-    raise ValueError("benchmark_model: found no integer model.num_classes or model.head.num_classes in the config")
-
-
 def benchmark(cfg, args, reference_op: Optional[bool]) -> Dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -150,7 +141,7 @@ def benchmark(cfg, args, reference_op: Optional[bool]) -> Dict:
     found = set_reference_op(model, reference_op) if reference_op is not None else 0
     if reference_op and found == 0:
         print("warning: --reference-op: the model has no codetr.layers.MSDeformAttn module", file=sys.stderr)
-    num_classes = model_num_classes(cfg.model)
+    num_classes = model.num_classes  # every codetr detector says it
     gen = torch.Generator().manual_seed(0)
     train_batch = synthetic_batch(args.batch_size, args.image_size, num_classes, gen, train=True)
     infer_batch = synthetic_batch(args.infer_batch_size, args.image_size, num_classes, gen, train=False)

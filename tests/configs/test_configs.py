@@ -139,5 +139,5 @@ def test_lite0_config_is_its_r18_parent_with_the_pretrained_backbone(path):
     assert lite0["pixel"] == ([127.0] * 3, [128.0] * 3)  # TF's (x - 127) / 128
     assert lite0["init_checkpoint"] == ""  # the backbone loads the installed weights itself
     assert lite0["output_dir"] == "./output/" + os.path.basename(path)[: -len(".py")]
-    detr_family = any(k in path for k in ("dino", "conditional_detr", "dab_detr", "dn_detr"))
+    detr_family = any(k in path for k in ("dino", "detr_lite0", "conditional_detr", "dab_detr", "dn_detr"))
     assert lite0["lr_factors"] == ({"backbone": 0.1} if detr_family else parent["lr_factors"])

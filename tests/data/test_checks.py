@@ -177,14 +177,10 @@ def test_check_datasets_for_model_on_configs(tmp_path, monkeypatch, caplog):
     _tiny_coco(root)
     monkeypatch.setenv("CODETR_CACHE", str(tmp_path / "cache"))
 
-    class OneQuery:
-        class criterion:
-            num_classes = 2
-
-        class transformer:
-            num_queries = 1
-
-        select_box_nums_for_evaluation = 1
+    class OneQuery:  # what every codetr detector says of itself
+        num_classes = 2
+        num_queries = 1
+        detections_per_image = 1
 
     from detectron2.config import LazyCall as L
     from codetr.data import coco_json_dataset
@@ -198,5 +194,5 @@ def test_check_datasets_for_model_on_configs(tmp_path, monkeypatch, caplog):
     assert "'chk_train': 2 of 2 images have more than 1 ground-truth boxes" in caplog.text
     assert "'chk_val': 2 of 2 images have more than 1 ground-truth boxes" in caplog.text
     with pytest.raises(ValueError, match="'chk_val' has 2 classes"):
-        OneQuery.criterion.num_classes = 3
+        OneQuery.num_classes = 3
         check_datasets_for_model(dataloader, OneQuery(), train=False)

@@ -57,14 +57,11 @@ def _unwrap(model):
 
 
 def model_num_classes(model) -> Optional[int]:
-    """The number of classes the model predicts (``None`` if it cannot be found).
-
-    DINO: ``criterion.num_classes``; CoDETR: its detector's; TOOD: ``head.num_classes``;
-    Detectron2's RetinaNet: ``num_classes``; GeneralizedRCNN: ``roi_heads.num_classes``.
-    """
+    """The number of classes the model predicts (``None`` if it cannot be found): codetr's
+    detectors and Detectron2's RetinaNet say it (``num_classes``); GeneralizedRCNN's is
+    ``roi_heads.num_classes``. Also reads a model config node (``cfg.model``) that sets it."""
     model = _unwrap(model)
-    for path in ("detector.criterion.num_classes", "criterion.num_classes", "head.num_classes",
-                 "roi_heads.num_classes", "num_classes"):
+    for path in ("num_classes", "roi_heads.num_classes"):
         value = _attr(model, path)
         if isinstance(value, int):
             return value
@@ -78,25 +75,18 @@ def model_output_limits(model) -> Dict[str, Optional[int]]:
         ``{"queries": int or None, "detections": int or None}``: ``queries`` is the number of
         matching queries of a DETR-family model (at most that many ground-truth boxes of an image
         are matched; ``None`` for dense detectors), ``detections`` the most detections per image
-        at inference (DINO's ``select_box_nums_for_evaluation``; for CoDETR those of the module it
-        evaluates; TOOD/ATSS heads' ``test_detections_per_image``; RetinaNet's
-        ``max_detections_per_image``; GeneralizedRCNN's ``roi_heads.test_detections_per_img``).
+        at inference. codetr's detectors say both (``num_queries``, ``detections_per_image``: for
+        CoDETR those of the module it evaluates); Detectron2's RetinaNet has
+        ``max_detections_per_image``, GeneralizedRCNN ``roi_heads.test_detections_per_img``.
     """
     model = _unwrap(model)
-    detector = getattr(model, "detector", None)
-    queries = _attr(detector if detector is not None else model, "transformer.num_queries")
-    if detector is not None and getattr(model, "eval_module", "detr") != "detr":
-        head = model.aux_heads[model.eval_heads[model.eval_module]]
-        detections = getattr(head, "test_detections_per_image", None)
-    else:
-        source = detector if detector is not None else model
-        detections = None
-        for path in ("select_box_nums_for_evaluation", "head.test_detections_per_image",
-                     "max_detections_per_image", "roi_heads.test_detections_per_img"):
-            value = _attr(source, path)
-            if isinstance(value, int):
-                detections = value
-                break
+    queries = getattr(model, "num_queries", None)
+    detections = None
+    for path in ("detections_per_image", "max_detections_per_image", "roi_heads.test_detections_per_img"):
+        value = _attr(model, path)
+        if isinstance(value, int):
+            detections = value
+            break
     return {"queries": queries if isinstance(queries, int) else None, "detections": detections}
 
 

@@ -152,6 +152,25 @@ class CoDETR(nn.Module):
         return self.detector.device
 
     @property
+    def num_classes(self) -> int:
+        return self.detector.num_classes
+
+    @property
+    def num_queries(self) -> int:
+        return self.detector.num_queries
+
+    @property
+    def embed_dim(self) -> int:
+        return self.detector.embed_dim
+
+    @property
+    def detections_per_image(self) -> int:
+        """The most detections per image of the module inference runs (``eval_module``)."""
+        if self.eval_module == "detr":
+            return self.detector.detections_per_image
+        return self.aux_heads[self.eval_heads[self.eval_module]].test_detections_per_image
+
+    @property
     def training_only_state_prefixes(self) -> Tuple[str, ...]:
         """State-dict prefixes of the modules inference does not use (read by
         ``codetr.checkpoint.Checkpointer``: an aux-stripped checkpoint then loads as complete):

@@ -98,6 +98,19 @@ class OneStageDetector(DenseDetector):
             for r, x in zip(results, batched_inputs)
         ]
 
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @property
+    def num_queries(self) -> None:
+        """Dense detectors have no queries (every anchor may match)."""
+        return None
+
+    @property
+    def detections_per_image(self) -> int:
+        return self.head.test_detections_per_image
+
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         return normalize_and_pad(
             batched_inputs, self.pixel_mean, self.pixel_std, self.input_format, self.size_divisibility

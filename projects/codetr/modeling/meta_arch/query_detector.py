@@ -149,6 +149,16 @@ class QueryDetector(nn.Module):
         return self.transformer.embed_dim
 
     @property
+    def num_classes(self) -> int:
+        """Number of classes the detector predicts (its criterion's: every head is checked against it)."""
+        return self.criterion.num_classes
+
+    @property
+    def detections_per_image(self) -> int:
+        """The most detections per image at inference."""
+        return self.select_box_nums_for_evaluation
+
+    @property
     def feature_strides(self) -> List[int]:
         """Strides of the encoder levels (the neck's outputs), finest first."""
         return list(self.neck.strides)

@@ -31,6 +31,7 @@ detached leaf copies) is not implemented: one backward after all losses, as any 
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 
 from .xyzr import xyxy_to_xyzr, xyzr_to_xyxy
 
-__all__ = ["FixedPointRefinement", "QueryState", "UnrolledRefinement", "perturb_state"]
+__all__ = ["FixedPointRefinement", "QueryState", "UnrolledRefinement", "check_step_count", "perturb_state"]
 
 
 @dataclass
@@ -82,6 +83,19 @@ def perturb_state(
     return QueryState(content, xyzr)
 
 
+def check_step_count(owner: str, name: str, value, minimum: int, allow_none: bool = False) -> Optional[int]:
+    """``value`` as an int, if it is an integer >= ``minimum`` (or ``None`` with ``allow_none``);
+    else a ``ValueError`` naming ``owner``, ``name``, the value and what was expected. The loops
+    check every step count at construction (a negative count would silently run no step)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(
+            f"{owner}: {name}={value!r}; expected an integer >= {minimum}" + (" or None" if allow_none else "")
+        )
+    return int(value)
+
+
 def _check_positions(name: str, positions: Sequence[int], steps: int) -> Tuple[int, ...]:
     positions = tuple(int(p) for p in positions)
     bad = [p for p in positions if not 1 <= p <= steps]
@@ -119,15 +133,12 @@ class FixedPointRefinement(nn.Module):
         inference_steps: Optional[int] = None,
     ):
         super().__init__()
-        if refinement_steps < 1 or grad_steps < 1 or init_supervisions < 0:
-            raise ValueError(
-                f"FixedPointRefinement: refinement_steps={refinement_steps} and grad_steps={grad_steps} must be >= 1, "
-                f"init_supervisions={init_supervisions} >= 0"
-            )
-        self.refinement_steps = refinement_steps
-        self.supervision_positions = _check_positions("FixedPointRefinement", supervision_positions, refinement_steps)
-        self.grad_steps = grad_steps
-        self.init_supervisions = init_supervisions
+        owner = "FixedPointRefinement"
+        self.refinement_steps = check_step_count(owner, "refinement_steps", refinement_steps, 1)
+        self.supervision_positions = _check_positions(owner, supervision_positions, refinement_steps)
+        self.grad_steps = check_step_count(owner, "grad_steps", grad_steps, 1)
+        self.init_supervisions = check_step_count(owner, "init_supervisions", init_supervisions, 0)
+        inference_steps = check_step_count(owner, "inference_steps", inference_steps, 0, allow_none=True)
         self.perturb = dict(content_prob=perturb_content_prob, position_prob=perturb_position_prob,
                             content_intensity=content_intensity, position_intensity=position_intensity)
         self.inference_steps = refinement_steps + 1 if inference_steps is None else inference_steps
@@ -160,9 +171,8 @@ class FixedPointRefinement(nn.Module):
               trajectory: bool = False) -> Outputs:
         """``g`` then ``f`` ``num_steps`` times; the last prediction, or with ``trajectory`` every
         step's (``"step0"`` is ``g``'s), for convergence studies."""
-        num_steps = self.inference_steps if num_steps is None else num_steps
-        if num_steps < 0:
-            raise ValueError(f"FixedPointRefinement: num_steps must be >= 0, got {num_steps}")
+        num_steps = check_step_count("FixedPointRefinement", "inference_steps" if num_steps is None else "num_steps",
+                                     self.inference_steps if num_steps is None else num_steps, 0)
         state, pred = step(0, state)
         outputs: Outputs = [("step0", pred)]
         for k in range(1, num_steps + 1):
@@ -186,15 +196,18 @@ class UnrolledRefinement(nn.Module):
     def __init__(self, num_steps: int = 6, supervision_positions: Optional[Sequence[int]] = None,
                  inference_steps: Optional[int] = None):
         super().__init__()
-        if num_steps < 1:
-            raise ValueError(f"UnrolledRefinement: num_steps must be >= 1, got {num_steps}")
-        self.num_steps = num_steps
+        self.num_steps = check_step_count("UnrolledRefinement", "num_steps", num_steps, 1)
         positions = range(1, num_steps + 1) if supervision_positions is None else supervision_positions
         self.supervision_positions = _check_positions("UnrolledRefinement", positions, num_steps)
+        inference_steps = check_step_count("UnrolledRefinement", "inference_steps", inference_steps, 0, allow_none=True)
         self.inference_steps = num_steps if inference_steps is None else inference_steps
 
     def forward(self, step: Step, state: QueryState, num_steps: Optional[int] = None) -> Outputs:
-        steps = self.num_steps if self.training else (self.inference_steps if num_steps is None else num_steps)
+        if self.training:
+            steps = self.num_steps
+        else:
+            steps = check_step_count("UnrolledRefinement", "inference_steps" if num_steps is None else "num_steps",
+                                     self.inference_steps if num_steps is None else num_steps, 0)
         state, pred = step(0, state)
         outputs: Outputs = [("init", pred)]
         for i in range(1, steps + 1):

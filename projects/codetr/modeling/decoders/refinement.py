@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .adamixer import AdaMixerDecoderLayer, AdaMixerHead, XYZRSinePosition
-from .fixed_point import QueryState
+from .fixed_point import QueryState, check_step_count
 from .xyzr import refine_xyzr, xyzr_to_cxcywh
 
 __all__ = ["AdaMixerRefiner", "SequentialRefinement", "adamixer_layers"]
@@ -24,8 +24,7 @@ __all__ = ["AdaMixerRefiner", "SequentialRefinement", "adamixer_layers"]
 def adamixer_layers(num_layers: int, **layer_kwargs) -> List[AdaMixerDecoderLayer]:
     """``num_layers`` independent ``AdaMixerDecoderLayer(**layer_kwargs)`` (configs: DEQDet /
     RNNDet 2 = [g, f], AdaMixer 6)."""
-    if num_layers < 1:
-        raise ValueError(f"adamixer_layers: num_layers must be >= 1, got {num_layers}")
+    num_layers = check_step_count("adamixer_layers", "num_layers", num_layers, 1)
     return [AdaMixerDecoderLayer(**layer_kwargs) for _ in range(num_layers)]
 
 
@@ -35,9 +34,7 @@ class SequentialRefinement(nn.Module):
 
     def __init__(self, num_layers: int = 6):
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"SequentialRefinement: num_layers must be >= 1, got {num_layers}")
-        self.num_layers = num_layers
+        self.num_layers = check_step_count("SequentialRefinement", "num_layers", num_layers, 1)
 
     def forward(self, step, state: QueryState, num_steps: Optional[int] = None):
         outputs = []

@@ -5,11 +5,16 @@ Detectron2's ``AMPTrainer`` (and detrex's trainer) assert that CUDA is available
 ``torch.cuda.amp``; this one uses ``torch.autocast(device_type, dtype)`` so fp16 and bf16 work on
 CUDA and on the CPU. A ``torch.amp.GradScaler`` is used for fp16 only (bf16 has the fp32
 exponent range and needs no loss scaling); its state is saved with the trainer's.
+
+A non-finite loss stops the run before the optimizer step, with a ``FloatingPointError`` naming
+the iteration and the first non-finite loss term (``check_finite_losses``; Detectron2 checks
+only the sum, on the main process); a ``FloatingPointError`` raised inside the model (the
+Hungarian matcher's non-finite cost check) gets the iteration added.
 """
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -17,7 +22,7 @@ from torch import nn
 from detectron2.engine import SimpleTrainer
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["Trainer", "parse_amp_dtype"]
+__all__ = ["Trainer", "check_finite_losses", "parse_amp_dtype"]
 
 _AMP_DTYPES = {
     "float16": torch.float16,
@@ -36,6 +41,27 @@ def parse_amp_dtype(name) -> torch.dtype:
         return _AMP_DTYPES[str(name).lower()]
     except KeyError:
         raise ValueError(f"train.amp.dtype must be one of {sorted(_AMP_DTYPES)}, got {name!r}") from None
+
+
+def check_finite_losses(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> Dict[str, torch.Tensor]:
+    """The losses as float32 CPU scalars (one device-to-host copy for all of them, where
+    Detectron2's metrics writer copies each term), or a ``FloatingPointError`` naming the
+    iteration, the first NaN / inf term (in the model's order) and how many there are."""
+    names = list(loss_dict)
+    if not names:
+        return {}
+    values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names]).cpu()
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        bad = [names[i] for i in (~finite).nonzero().flatten().tolist()]
+        first = float(values[names.index(bad[0])])
+        others = f" ({len(bad)} of the {len(names)} terms are: {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''})"
+        raise FloatingPointError(
+            f"iteration {iteration}: loss {bad[0]!r} is {first}{others if len(bad) > 1 else ''}; the run is stopped "
+            "before the optimizer step. The training diverged (e.g. a too large optimizer.lr; gradient clipping: "
+            "train.clip_grad.enabled=True) or the data hold non-finite values."
+        )
+    return dict(zip(names, values))
 
 
 class Trainer(SimpleTrainer):
@@ -79,7 +105,10 @@ class Trainer(SimpleTrainer):
         data_time = time.perf_counter() - start
 
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_enabled):
-            loss_dict = self.model(data)
+            try:
+                loss_dict = self.model(data)
+            except FloatingPointError as e:  # e.g. the matcher's non-finite cost
+                raise FloatingPointError(f"iteration {self.iter}: {e}") from e
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         losses = sum(loss.float() for loss in loss_dict.values())
@@ -97,6 +126,12 @@ class Trainer(SimpleTrainer):
         self._write_metrics(loss_dict, data_time)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
+
+    def _write_metrics(self, loss_dict, data_time: float, prefix: str = "", iter: Optional[int] = None) -> None:
+        """Detectron2's metrics writer, after ``check_finite_losses`` (every iteration, on every
+        process), given the checked CPU values."""
+        iter = self.iter if iter is None else iter
+        super()._write_metrics(check_finite_losses(loss_dict, iter), data_time, prefix=prefix, iter=iter)
 
     def state_dict(self):
         ret = super().state_dict()

@@ -222,7 +222,8 @@ def test_demo_refuses_unknown_or_mismatched_category_ids(tmp_path, capsys):
     assert "test dataset 'demo_never_registered' is not registered" in err and "--class-index-ids" in err
     assert not (tmp_path / "out").exists()
 
-    assert demo.main(argv[:4] + ["--class-index-ids"] + argv[4:] + ["dataloader.test.dataset.names=demo_never_registered"]) == 0
+    unregistered = ["dataloader.test.dataset.names=demo_never_registered"]
+    assert demo.main(argv[:4] + ["--class-index-ids"] + argv[4:] + unregistered) == 0
     results = json.loads((tmp_path / "out" / "coco_results.json").read_text())
     assert results and {r["category_id"] for r in results} <= {0, 1}
     info = json.loads((tmp_path / "out" / "coco_images.json").read_text())

@@ -12,8 +12,9 @@ as ``train_net.py --eval-only`` does. The graph must have been exported with ``-
 test images differ in size (a fixed-size graph given another size is an error saying so). Its
 class count (metadata ``codetr.num_classes``, recorded by ``tools/export_onnx.py``) must equal the
 test dataset's: a mismatch is refused (it scores AP 0); a graph without that metadata (exported
-before it was recorded) is evaluated with a warning that the count is not checked. Trailing ``key=value`` arguments override the config (LazyConfig
-syntax), e.g. ``dataloader.test.dataset.names=shapes_val``. The evaluator writes its files
+before it was recorded) is evaluated with a warning that the count is not checked. Trailing
+``key=value`` arguments override the config (LazyConfig syntax), e.g.
+``dataloader.test.dataset.names=shapes_val``. The evaluator writes its files
 (``coco_instances_results.json``) to its ``output_dir``, in the project's configs
 ``train.output_dir``: override ``train.output_dir=...`` to keep a training run's files.
 """

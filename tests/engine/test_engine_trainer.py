@@ -109,7 +109,8 @@ class DivergesAt(nn.Module):
         bad = self.calls >= self.at
         self.calls += 1
         scale = torch.tensor(float("nan") if bad else 1.0)
-        return {"loss_a": self.p.sum(), "loss_b": self.p.sum() * scale, "loss_c": self.p.sum() + (math.inf if bad else 0)}
+        loss_c = self.p.sum() + (math.inf if bad else 0)
+        return {"loss_a": self.p.sum(), "loss_b": self.p.sum() * scale, "loss_c": loss_c}
 
 
 def test_non_finite_loss_stops_before_the_step_naming_iteration_and_term():
@@ -149,6 +150,6 @@ def test_matcher_non_finite_cost_names_the_iteration():
                       device_type="cpu")
     with EventStorage(7):
         trainer.iter = 7
-        with pytest.raises(FloatingPointError, match=r"^iteration 7: HungarianMatcher: the matching cost \(3 queries x 1 "
-                           r"targets\) has 3 non-finite"):
+        with pytest.raises(FloatingPointError, match=r"^iteration 7: HungarianMatcher: the matching cost "
+                           r"\(3 queries x 1 targets\) has 3 non-finite"):
             trainer.run_step()

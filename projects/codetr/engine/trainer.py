@@ -13,8 +13,9 @@ Hungarian matcher's non-finite cost check) gets the iteration added.
 """
 from __future__ import annotations
 
+import math
 import time
-from typing import Dict, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
@@ -43,25 +44,26 @@ def parse_amp_dtype(name) -> torch.dtype:
         raise ValueError(f"train.amp.dtype must be one of {sorted(_AMP_DTYPES)}, got {name!r}") from None
 
 
-def check_finite_losses(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> Dict[str, torch.Tensor]:
-    """The losses as float32 CPU scalars (one device-to-host copy for all of them, where
-    Detectron2's metrics writer copies each term), or a ``FloatingPointError`` naming the
-    iteration, the first NaN / inf term (in the model's order) and how many there are."""
+def check_finite_losses(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> None:
+    """Raise ``FloatingPointError`` naming the iteration, the first NaN / inf loss term (in the
+    model's order) and how many there are. One device-to-host copy of all terms (stacked)."""
     names = list(loss_dict)
     if not names:
-        return {}
-    values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names]).cpu()
-    finite = torch.isfinite(values)
-    if not bool(finite.all()):
-        bad = [names[i] for i in (~finite).nonzero().flatten().tolist()]
-        first = float(values[names.index(bad[0])])
-        others = f" ({len(bad)} of the {len(names)} terms are: {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''})"
+        return
+    values = [loss_dict[k].detach() for k in names]
+    try:
+        stacked = torch.stack(values)
+    except RuntimeError:  # terms of other shapes than () (e.g. (1,)): one scalar each
+        stacked = torch.stack([v.float().reshape(()) for v in values])
+    bad = [(k, x) for k, x in zip(names, stacked.float().tolist()) if not math.isfinite(x)]
+    if bad:
+        listed = ", ".join(k for k, _ in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        others = f" ({len(bad)} of the {len(names)} terms are: {listed})" if len(bad) > 1 else ""
         raise FloatingPointError(
-            f"iteration {iteration}: loss {bad[0]!r} is {first}{others if len(bad) > 1 else ''}; the run is stopped "
-            "before the optimizer step. The training diverged (e.g. a too large optimizer.lr; gradient clipping: "
+            f"iteration {iteration}: loss {bad[0][0]!r} is {bad[0][1]}{others}; the run is stopped before the "
+            "optimizer step. The training diverged (e.g. a too large optimizer.lr; gradient clipping: "
             "train.clip_grad.enabled=True) or the data hold non-finite values."
         )
-    return dict(zip(names, values))
 
 
 class Trainer(SimpleTrainer):
@@ -128,10 +130,11 @@ class Trainer(SimpleTrainer):
         self.grad_scaler.update()
 
     def _write_metrics(self, loss_dict, data_time: float, prefix: str = "", iter: Optional[int] = None) -> None:
-        """Detectron2's metrics writer, after ``check_finite_losses`` (every iteration, on every
-        process), given the checked CPU values."""
+        """``check_finite_losses`` (every iteration, on every process), then Detectron2's metrics
+        writer (which checks only the sum, on the main process, every ``gather_metric_period``)."""
         iter = self.iter if iter is None else iter
-        super()._write_metrics(check_finite_losses(loss_dict, iter), data_time, prefix=prefix, iter=iter)
+        check_finite_losses(loss_dict, iter)
+        super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
 
     def state_dict(self):
         ret = super().state_dict()

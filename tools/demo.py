@@ -182,9 +182,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             from detectron2.data import MetadataCatalog
 
             names = cfg.dataloader.test.dataset.get("names", None) or "__demo_no_dataset__"
-            name, meta = None, MetadataCatalog.get(names if isinstance(names, str) else list(names)[0])
+            dataset, meta = None, MetadataCatalog.get(names if isinstance(names, str) else list(names)[0])
         else:
-            name, meta = dataset_metadata(cfg.dataloader.test.dataset)
+            dataset, meta = dataset_metadata(cfg.dataloader.test.dataset)
         model = build_model(cfg)
         num_classes = model_num_classes(model)
         if args.class_index_ids:
@@ -192,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise CategoryIdError("--class-index-ids: the model's class count is unknown")
             contiguous_to_id = {i: i for i in range(num_classes)}
         else:
-            contiguous_to_id = category_ids(name, meta, num_classes)
+            contiguous_to_id = category_ids(dataset, meta, num_classes)
     except (RuntimeError, CheckpointConversionError, CategoryIdError) as e:
         # no GPU; an unsafe or non-matching checkpoint; the dataset's category ids unknown
         print(f"error: {e}", file=sys.stderr)

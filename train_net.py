@@ -186,8 +186,10 @@ def main(args):
         resolve_schedule(cfg.train, num_images, cfg.dataloader.train.total_batch_size)
 
     model = instantiate(cfg.model)
-    # image files exist, classes fit the model, boxes per image vs queries: fail or warn now
-    check_datasets_for_model(cfg.dataloader, model, train=not args.eval_only, loaded={"train": train_dataset})
+    # image files exist (test images: readable, complete, of their size), classes fit the model,
+    # boxes per image vs queries: fail or warn now
+    check_datasets_for_model(cfg.dataloader, model, train=not args.eval_only, loaded={"train": train_dataset},
+                             verify_test_images=cfg.train.get("verify_test_images", True))
     model.to(cfg.train.device)
     logger.info("Model:\n%s", model)
 

@@ -172,3 +172,65 @@ def test_demo_refuses_weights_of_another_class_count(tmp_path, capsys):
                        "--output", str(tmp_path / "out"), *OVERRIDES])
     err = capsys.readouterr().err
     assert rc == 2 and f"{weights} does not fit the model" in err and "train.init_checkpoint_partial=True" in err
+
+
+def _categories_json(path, categories):
+    with open(path, "w") as f:
+        json.dump({"images": [], "annotations": [], "categories": categories}, f)
+    return str(path)
+
+
+def _json_test_set(name, json_file, image_root):
+    """The overrides of datasets/README.md that point the test set at one's own json."""
+    return ["dataloader.test.dataset._target_=codetr.data.coco_json_dataset", f"dataloader.test.dataset.names={name}",
+            f"dataloader.test.dataset.json_file={json_file}", f"dataloader.test.dataset.image_root={image_root}"]
+
+
+def test_demo_uses_the_ids_of_a_coco_json_test_set(tmp_path, capsys):
+    """A config whose test set is a coco_json_dataset node (not registered before the demo runs),
+    one class with id 1: every category_id is 1 and the category is listed (before: category_id
+    0, the class index, and ``categories: []``)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    json_file = _categories_json(tmp_path / "one.json", [{"id": 1, "name": "thing"}])
+    overrides = _json_test_set("demo_json_one_class", json_file, images) + ["train.device=cpu", "model.num_classes=1"]
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(CONFIG), overrides)
+    torch.manual_seed(0)
+    DetectionCheckpointer(instantiate(cfg.model), save_dir=str(tmp_path)).save("model")
+    out = tmp_path / "out"
+    rc = _demo().main(["--config-file", CONFIG, "--weights", str(tmp_path / "model.pth"),
+                       "--input", str(_one_image(tmp_path / "inputs")), "--output", str(out), *overrides])
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((out / "coco_results.json").read_text())
+    assert len(results) == 20 and {r["category_id"] for r in results} == {1}
+    assert json.loads((out / "coco_images.json").read_text())["categories"] == [{"id": 1, "name": "thing"}]
+
+
+def test_demo_refuses_unknown_or_mismatched_category_ids(tmp_path, capsys):
+    """No way to find the dataset's ids (a name that is not registered, no json): exit 2 naming the
+    dataset and the ways out; --class-index-ids writes the class indices. A dataset with another
+    class count than the model: exit 2 with both counts."""
+    inputs = _one_image(tmp_path / "inputs")
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(CONFIG), OVERRIDES)
+    weights = str(tmp_path / "model.pth")
+    torch.save({"model": instantiate(cfg.model).state_dict()}, weights)
+    demo = _demo()
+    argv = ["--config-file", CONFIG, "--weights", weights, "--input", str(inputs), "--output", str(tmp_path / "out"),
+            "train.device=cpu"]
+    assert demo.main(argv + ["dataloader.test.dataset.names=demo_never_registered"]) == 2
+    err = capsys.readouterr().err
+    assert "test dataset 'demo_never_registered' is not registered" in err and "--class-index-ids" in err
+    assert not (tmp_path / "out").exists()
+
+    unregistered = ["dataloader.test.dataset.names=demo_never_registered"]
+    assert demo.main(argv[:4] + ["--class-index-ids"] + argv[4:] + unregistered) == 0
+    results = json.loads((tmp_path / "out" / "coco_results.json").read_text())
+    assert results and {r["category_id"] for r in results} <= {0, 1}
+    info = json.loads((tmp_path / "out" / "coco_images.json").read_text())
+    assert [c["id"] for c in info["categories"]] == [0, 1]
+
+    json_file = _categories_json(tmp_path / "three.json", [{"id": i, "name": f"c{i}"} for i in (1, 2, 3)])
+    (tmp_path / "images").mkdir()
+    assert demo.main(argv + _json_test_set("demo_json_three", json_file, tmp_path / "images")) == 2
+    err = capsys.readouterr().err
+    assert "test dataset 'demo_json_three' has 3 categories (ids [1, 2, 3]) but the model has num_classes=2" in err

@@ -9,6 +9,10 @@ For every readable image ``out/<name>.jpg`` shows the detections scoring at leas
 config's ``dataloader.test`` dataset). ``out/coco_results.json`` holds *all* detections of the
 model (the threshold only applies to the drawings) in the COCO results format
 (``image_id``, ``category_id`` in the dataset's ids, ``bbox`` [x, y, w, h] in pixels, ``score``);
+the ids are those of the config's test dataset (a ``codetr.data.coco_json_dataset`` node is
+registered from its json; a registered dataset is loaded if its metadata lacks them), which must
+have the model's class count: when they cannot be found the demo refuses, unless
+``--class-index-ids`` asks for the class indices 0..K-1 instead;
 ``out/coco_images.json`` lists the images (``id``, ``file_name``, ``height``, ``width``), the
 categories, and the files that could not be read. Images are preprocessed by the config's test
 mapper (the resize used for evaluation) and predicted one at a time on ``train.device``.
@@ -47,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-unsafe-pickle", action="store_true",
                    help="allow full unpickling of --weights (can execute code: only for files you trust); "
                         "same as train.allow_unsafe_pickle=True")
+    p.add_argument("--class-index-ids", action="store_true",
+                   help="write the class indices 0..K-1 as category_id (when the config's test dataset, whose ids "
+                        "are used otherwise, is not available)")
     p.add_argument("opts", nargs="*", help="config overrides KEY=VALUE, e.g. train.device=cpu")
     return p
 
@@ -62,20 +69,59 @@ def list_inputs(path: str):
     return images, [f for f in files if f not in images]
 
 
-def dataset_metadata(dataset_names):
-    """Metadata of the (first) test dataset, with ``thing_classes`` loaded if the registration
-    provides them only on first use (COCO json datasets)."""
+class CategoryIdError(ValueError):
+    """The category ids of the config's test dataset cannot be found (or do not fit the model)."""
+
+
+def dataset_metadata(dataset_cfg):
+    """The name and metadata of the config's (first) test dataset with its category ids
+    (``thing_dataset_id_to_contiguous_id``): a ``coco_json_dataset`` node (``json_file``,
+    ``image_root``) is registered here (the demo does not instantiate the dataset); a registered
+    dataset whose metadata gets its ids only when its dicts are loaded (COCO json) is loaded.
+    Raises ``CategoryIdError`` when the ids cannot be found."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    name = dataset_names if isinstance(dataset_names, str) else list(dataset_names)[0]
-    meta = MetadataCatalog.get(name)
-    if not hasattr(meta, "thing_classes") and name in DatasetCatalog.list():
+    from codetr.data import register_coco_json
+
+    names = dataset_cfg.get("names", None)
+    if names is None:
+        raise CategoryIdError("dataloader.test.dataset has no 'names': the dataset's category ids are unknown")
+    name = names if isinstance(names, str) else list(names)[0]
+    registered = name in DatasetCatalog.list()
+    if not registered and dataset_cfg.get("json_file", None) and dataset_cfg.get("image_root", None):
         try:
-            DatasetCatalog.get(name)  # sets thing_classes / thing_dataset_id_to_contiguous_id
-        except Exception as e:  # noqa: BLE001 - names are cosmetic; go on without them
-            print(f"warning: could not load dataset {name!r} for its class names ({e}); using class indices",
-                  file=sys.stderr)
-    return meta
+            register_coco_json(name, dataset_cfg.json_file, dataset_cfg.image_root)
+        except (OSError, ValueError) as e:
+            raise CategoryIdError(f"cannot register the test dataset {name!r} for its category ids: {e}") from e
+        registered = True
+    meta = MetadataCatalog.get(name)
+    if not meta.get("thing_dataset_id_to_contiguous_id", None) and registered:
+        try:
+            DatasetCatalog.get(name)  # load_coco_json sets thing_classes / thing_dataset_id_to_contiguous_id
+        except Exception as e:  # noqa: BLE001 - any loading failure: say which dataset and why
+            raise CategoryIdError(f"cannot load the test dataset {name!r} for its category ids: {e}") from e
+    if not meta.get("thing_dataset_id_to_contiguous_id", None):
+        why = "has no category ids in its metadata" if registered else "is not registered"
+        raise CategoryIdError(
+            f"the config's test dataset {name!r} {why}, so the category ids of coco_results.json are unknown. "
+            "Register it (codetr.data.register_coco_json), point dataloader.test.dataset at your json "
+            "(codetr.data.coco_json_dataset, see datasets/README.md), or pass --class-index-ids to write the "
+            "class indices 0..K-1 as category_id"
+        )
+    return name, meta
+
+
+def category_ids(name: str, meta, num_classes: Optional[int]) -> Dict[int, int]:
+    """class index -> the dataset's category id; ``CategoryIdError`` unless the dataset has
+    ``num_classes`` categories (the model's; ``None``: not known, not checked)."""
+    mapping = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+    if sorted(mapping) != list(range(len(mapping))) or num_classes is not None and len(mapping) != num_classes:
+        raise CategoryIdError(
+            f"the test dataset {name!r} has {len(mapping)} categories (ids {sorted(mapping.values())[:10]}) but "
+            f"the model has num_classes={num_classes}: its class indices cannot be mapped to the dataset's ids. "
+            "Use the config of the dataset the model was trained on"
+        )
+    return mapping
 
 
 def build_model(cfg):
@@ -90,12 +136,13 @@ def build_model(cfg):
 
 
 def to_coco(instances, image_id: int, contiguous_to_id: Dict[int, int]) -> List[Dict]:
+    """COCO result dicts of ``instances``; ``contiguous_to_id`` maps every class index."""
     boxes = instances.pred_boxes.tensor.tolist()
     out = []
     for (x0, y0, x1, y1), score, cls in zip(boxes, instances.scores.tolist(), instances.pred_classes.tolist()):
         out.append({
             "image_id": image_id,
-            "category_id": contiguous_to_id.get(cls, cls),
+            "category_id": contiguous_to_id[cls],
             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
             "score": round(score, 5),
         })
@@ -109,6 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from tqdm import tqdm
 
     from codetr.checkpoint import CheckpointConversionError
+    from codetr.data.checks import model_num_classes
     from codetr.data.mapper_utils import read_image_rgb
     from codetr.engine.visualize import require_visualizer
 
@@ -129,11 +177,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: no image files in {args.input!r}", file=sys.stderr)
         return 2
     mapper = instantiate(cfg.dataloader.test.mapper)
-    meta = dataset_metadata(cfg.dataloader.test.dataset.names)
-    contiguous_to_id = {v: k for k, v in getattr(meta, "thing_dataset_id_to_contiguous_id", {}).items()}
     try:
+        if args.class_index_ids:
+            from detectron2.data import MetadataCatalog
+
+            names = cfg.dataloader.test.dataset.get("names", None) or "__demo_no_dataset__"
+            dataset, meta = None, MetadataCatalog.get(names if isinstance(names, str) else list(names)[0])
+        else:
+            dataset, meta = dataset_metadata(cfg.dataloader.test.dataset)
         model = build_model(cfg)
-    except (RuntimeError, CheckpointConversionError) as e:  # no GPU; an unsafe or non-matching checkpoint
+        num_classes = model_num_classes(model)
+        if args.class_index_ids:
+            if num_classes is None:
+                raise CategoryIdError("--class-index-ids: the model's class count is unknown")
+            contiguous_to_id = {i: i for i in range(num_classes)}
+        else:
+            contiguous_to_id = category_ids(dataset, meta, num_classes)
+    except (RuntimeError, CheckpointConversionError, CategoryIdError) as e:
+        # no GPU; an unsafe or non-matching checkpoint; the dataset's category ids unknown
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.output, exist_ok=True)
@@ -162,8 +223,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         used_names.add(name)
         Image.fromarray(drawn).save(os.path.join(args.output, f"{name}.jpg"), quality=90)
 
-    names = getattr(meta, "thing_classes", [])
-    categories = [{"id": contiguous_to_id.get(i, i), "name": n} for i, n in enumerate(names)]
+    names = list(meta.get("thing_classes", None) or [])
+    categories = [{"id": contiguous_to_id[i], "name": names[i] if i < len(names) else str(i)}
+                  for i in sorted(contiguous_to_id)]
     with open(os.path.join(args.output, "coco_results.json"), "w") as f:
         json.dump(results, f)
     with open(os.path.join(args.output, "coco_images.json"), "w") as f:

@@ -9,8 +9,12 @@ resized uint8 image, as the PyTorch model receives it), rescales its boxes to ea
 original size as ``detector_postprocess`` does (``codetr.export.onnx_runtime``), and scores them
 with the config's ``dataloader.evaluator`` (Detectron2's evaluation loop), printing the results
 as ``train_net.py --eval-only`` does. The graph must have been exported with ``--dynamic`` when the
-test images differ in size. Trailing ``key=value`` arguments override the config (LazyConfig
-syntax), e.g. ``dataloader.test.dataset.names=shapes_val``. The evaluator writes its files
+test images differ in size (a fixed-size graph given another size is an error saying so). Its
+class count (metadata ``codetr.num_classes``, recorded by ``tools/export_onnx.py``) must equal the
+test dataset's: a mismatch is refused (it scores AP 0); a graph without that metadata (exported
+before it was recorded) is evaluated with a warning that the count is not checked. Trailing
+``key=value`` arguments override the config (LazyConfig syntax), e.g.
+``dataloader.test.dataset.names=shapes_val``. The evaluator writes its files
 (``coco_instances_results.json``) to its ``output_dir``, in the project's configs
 ``train.output_dir``: override ``train.output_dir=...`` to keep a training run's files.
 """
@@ -39,6 +43,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def eval_dataset_classes(cfg):
+    """(name, class names or None) of the config's (first) test dataset, from its metadata."""
+    from detectron2.data import MetadataCatalog
+
+    names = cfg.dataloader.test.dataset.get("names", None)
+    if names is None:
+        return None, None
+    name = names if isinstance(names, str) else list(names)[0]
+    classes = MetadataCatalog.get(name).get("thing_classes", None)
+    return name, (list(classes) if classes is not None else None)
+
+
+def check_graph_for_config(detector, cfg, config_file: str, logger) -> str:
+    """The reason the graph cannot be scored on the config's test set ("" if it can): its class
+    count differs from the dataset's. Warns when the graph does not record its class count, or
+    was exported from a config of another name."""
+    name, classes = eval_dataset_classes(cfg)
+    exported_from = detector.metadata.get("codetr.config")
+    if exported_from and os.path.basename(exported_from) != os.path.basename(config_file):
+        logger.warning("the graph was exported from %s, evaluated here with %s", exported_from, config_file)
+    if detector.num_classes is None:
+        logger.warning(
+            "%s has no codetr.num_classes metadata (exported before tools/export_onnx.py recorded it): its class "
+            "count is not checked against the test dataset's (%s); a graph of another class count scores AP 0",
+            detector.path, f"{len(classes)} classes" if classes is not None else "unknown")
+        return ""
+    if classes is None:
+        logger.warning("the class count of the test dataset %r is unknown: the graph's %d classes are not checked",
+                       name, detector.num_classes)
+        return ""
+    if len(classes) != detector.num_classes:
+        return (f"{detector.path} was exported for {detector.num_classes} classes"
+                f"{f' (config {exported_from})' if exported_from else ''} but the test dataset {name!r} has "
+                f"{len(classes)} ({classes[:10]}{' ...' if len(classes) > 10 else ''}): its detections cannot be "
+                "scored on it (AP 0). Evaluate the graph on the dataset it was trained for, or export the model "
+                "trained on this one")
+    return ""
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if not os.path.isfile(args.onnx):
@@ -52,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from detectron2.evaluation import inference_on_dataset, print_csv_format
     from detectron2.utils.logger import setup_logger
 
-    from codetr.export.onnx_runtime import OnnxRuntimeDetector
+    from codetr.export.onnx_runtime import GraphInputSizeError, OnnxRuntimeDetector
 
     setup_logger(name="detectron2")
     setup_logger(name="codetr")
@@ -66,12 +109,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logger.info("ONNX graph %s, metadata %s", args.onnx, detector.metadata)
-    loader = instantiate(cfg.dataloader.test)
+    loader = instantiate(cfg.dataloader.test)  # registers a coco_json_dataset: its classes are known after it
+    problem = check_graph_for_config(detector, cfg, args.config_file, logger)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.max_images:
         loader = list(itertools.islice(loader, args.max_images))
     evaluator = instantiate(cfg.dataloader.evaluator)
     start = time.perf_counter()
-    results = inference_on_dataset(detector, loader, evaluator)
+    try:
+        results = inference_on_dataset(detector, loader, evaluator)
+    except GraphInputSizeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     logger.info("ONNX Runtime evaluation: %.1f s", time.perf_counter() - start)
     print_csv_format(results)
     return 0

@@ -12,6 +12,13 @@ returns ``labels`` (K,), ``boxes`` (K, 4) xyxy in the image's pixels, ``scores``
 accepts any size (the image size is then only the traced example). Without ``--weights`` the
 randomly initialised model is exported (for latency measurements). Trailing ``key=value``
 arguments override the config (LazyConfig syntax). Co-DINO's Soft-NMS is not exported.
+
+``--weights`` is read without executing code from it (``--allow-unsafe-pickle`` for a trusted
+file) and must fit the model as in train_net.py (``codetr.checkpoint.Checkpointer``: another
+class count or another model is refused with the counts; ``train.init_checkpoint_partial=True``
+loads what matches). The model is run once in PyTorch at the image size before tracing: a size it
+cannot process is an error with its cause. The graph's metadata records the class count and the
+config file (``tools/eval_onnx.py`` checks them).
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --dynamic: the size traced (every feature level must be at least 2 x 2)")
     p.add_argument("--deform-attn", choices=("grid_sample", "gather"), default="grid_sample",
                    help="ONNX form of ms_deform_attn (see codetr/export/onnx_ops.py)")
+    p.add_argument("--allow-unsafe-pickle", action="store_true",
+                   help="allow full unpickling of --weights (can execute code: only for files you trust)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return p
 
@@ -46,7 +55,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from detectron2.config import LazyConfig, instantiate
 
-    from codetr.export import UnsupportedModelError
     from codetr.export.onnx_export import DEFAULT_OPSET, export_onnx
     from codetr.export.weights import load_inference_weights
 
@@ -57,8 +65,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"error: --weights {args.weights!r} is not a file", file=sys.stderr)
             return 2
         try:
-            dropped = load_inference_weights(model, args.weights)
-        except ValueError as e:
+            dropped = load_inference_weights(
+                model, args.weights,
+                allow_unsafe_pickle=args.allow_unsafe_pickle or cfg.train.get("allow_unsafe_pickle", False),
+                partial=cfg.train.get("init_checkpoint_partial", False))
+        except ValueError as e:  # CheckpointMismatchError, UnsafeCheckpointError: the file and why
             print(f"error: {e}", file=sys.stderr)
             return 2
         if dropped:
@@ -66,10 +77,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         print("no --weights: exporting the randomly initialised model")
     size = args.example_size if args.dynamic else (args.image_size or (800, 1333))
+    config = os.path.abspath(args.config_file)
+    if config.startswith(REPO + os.sep):
+        config = os.path.relpath(config, REPO)
     try:
         export_onnx(model, args.output, size, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET,
-                    deform_attn=args.deform_attn)
-    except UnsupportedModelError as e:
+                    deform_attn=args.deform_attn, metadata={"codetr.config": config})
+    except ValueError as e:  # UnsupportedModelError, a size the model cannot process, a bad opset
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.output} ({os.path.getsize(args.output) / 2**20:.1f} MiB)")

@@ -25,6 +25,11 @@ train = dict(
     # A training run (without --resume) refuses an output_dir that already holds checkpoints
     # (model_*.pth, last_checkpoint); True: overwrite them.
     overwrite=False,
+    # At start every test image's header is read (PIL: format, size against the dataset's
+    # height / width, EXIF orientation; the end marker of JPEG / PNG files; ~0.1 ms per image), so
+    # that a corrupt, truncated or mis-sized image fails now and not at the evaluation after
+    # training (codetr.data.checks.check_image_headers). False skips it (very large test sets).
+    verify_test_images=True,
     # length in epochs; max_iter and iters_per_epoch are filled from the training dataset's size
     # and dataloader.train.total_batch_size when None (codetr.engine.resolve_schedule).
     # A value given here or on the command line wins (train.max_iter=20 for a quick run). LR

@@ -14,6 +14,7 @@ from codetr.data.checks import (
     check_class_count,
     check_datasets_for_model,
     check_image_files,
+    check_image_headers,
     check_invalid_boxes,
     check_objects_per_image,
     model_num_classes,
@@ -51,6 +52,57 @@ def test_missing_and_empty_images_listed(tmp_path):
     for d in dicts:
         open(d["file_name"], "wb").write(b"x")
     check_image_files(dicts, "my_val")
+
+
+def _image_files(root):
+    """Images with known defects (name -> (dict, expected problem or None)), 60 x 40 unless said."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    cases = {}
+
+    def add(name, data=None, size=(60, 40), problem=None, **save):
+        path = os.path.join(root, name)
+        if data is None:
+            Image.fromarray(pixels).save(path, **save)
+        else:
+            open(path, "wb").write(data)
+        cases[name] = ({"file_name": path, "width": size[0], "height": size[1]}, problem)
+        return path
+
+    jpeg = open(add("ok.jpg"), "rb").read()
+    png = open(add("ok.png"), "rb").read()
+    add("truncated.jpg", jpeg[: len(jpeg) // 2], problem="image file is truncated")
+    add("truncated.png", png[:-40], problem="truncated")
+    add("trailing.jpg", jpeg + b"\0" * 3000)  # bytes after the end marker: decodes, not refused
+    add("text.jpg", b"not an image at all", problem="not a readable image")
+    add("small.png", size=(64, 40), problem="the image is 60 x 40 (width x height, EXIF orientation applied) "
+        "but the dataset says 64 x 40")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated by 90 degrees: the mapper reads it as 40 x 60
+    add("rotated.jpg", size=(40, 60), exif=exif.tobytes())
+    add("rotated_wrong.jpg", size=(60, 40), exif=exif.tobytes(), problem="the image is 40 x 60")
+    cases["no_size.png"] = ({"file_name": os.path.join(root, "ok.png")}, None)  # no width / height: not compared
+    return cases
+
+
+def test_image_headers_find_corrupt_truncated_and_mis_sized_images(tmp_path):
+    """Each defect is found, named with its file; complete images of the right size (after the
+    EXIF rotation, or with bytes after the JPEG end marker) are not refused. Before the check the
+    test mapper failed on them at the evaluation after training."""
+    cases = _image_files(str(tmp_path))
+    check_image_headers([d for d, problem in cases.values() if problem is None], "good")
+    bad = {name: problem for name, (_, problem) in cases.items() if problem}
+    with pytest.raises(OSError) as err:
+        check_image_headers([d for d, _ in cases.values()], "my_val", max_listed=len(cases))
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(f"dataset 'my_val': {len(bad)} of {len(cases)} images are corrupt, truncated or of "
+                               "another size") and "train.verify_test_images=False" in lines[0]
+    listed = {os.path.basename(line.strip().split(": ", 1)[0]): line for line in lines[1:]}
+    assert set(listed) == set(bad)
+    for name, problem in bad.items():
+        assert problem in listed[name], listed[name]
 
 
 def test_class_count():
@@ -158,6 +210,28 @@ def test_train_net_fails_at_start_on_missing_val_image(tmp_path):
     assert "'tiny_val': 1 of 2 image files are missing" in proc.stdout, proc.stdout[-3000:]
     assert os.path.join(root, "images", "val1.png") in proc.stdout
     assert "Starting training" not in proc.stdout and "iter: 0" not in proc.stdout
+
+
+def test_train_net_fails_at_start_on_truncated_val_image(tmp_path):
+    """Fails before the fix: the run trains, then the evaluation dies on the truncated file
+    ("image file is truncated") after all iterations. train.verify_test_images=False skips the
+    check (and the run then fails in the evaluation, as before)."""
+    from PIL import Image
+
+    root = str(tmp_path / "data")
+    _tiny_coco(root)
+    path = os.path.join(root, "images", "val1.png")
+    Image.open(path).convert("RGB").save(str(tmp_path / "val1.jpg"))  # the same pixels as a JPEG
+    data = open(tmp_path / "val1.jpg", "rb").read()
+    open(path, "wb").write(data[: len(data) - 20])  # (PIL reads the format from the content)
+    proc = _train_net(root, str(tmp_path / "out"), "tiny_retinanet.py")
+    assert proc.returncode != 0
+    assert "'tiny_val': 1 of 2 images are corrupt, truncated or of another size" in proc.stdout, proc.stdout[-3000:]
+    assert f"{path}: image file is truncated" in proc.stdout
+    assert "Starting training" not in proc.stdout and "iter: 0" not in proc.stdout
+    proc = _train_net(root, str(tmp_path / "out2"), "tiny_retinanet.py", "train.verify_test_images=False")
+    assert proc.returncode != 0 and "Starting training" in proc.stdout, proc.stdout[-3000:]
+    assert "image file is truncated" in proc.stdout
 
 
 def test_train_net_class_count_mismatch(tmp_path):

@@ -1,6 +1,7 @@
 """The training step (autocast, GradScaler, gradient clipping) and the weight EMA, on toy
 modules whose gradients and averages are computed by hand."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -94,3 +95,61 @@ def test_ema_hand_computed():
 def test_ema_decay_is_validated():
     with pytest.raises(ValueError, match="decay"):
         build_model_ema(nn.Linear(1, 1), decay=1.0)
+
+
+class DivergesAt(nn.Module):
+    """loss_a = p . 1 always; from call ``at`` on, loss_b is NaN and loss_c inf."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(2))
+        self.at, self.calls = at, 0
+
+    def forward(self, batch):
+        bad = self.calls >= self.at
+        self.calls += 1
+        scale = torch.tensor(float("nan") if bad else 1.0)
+        loss_c = self.p.sum() + (math.inf if bad else 0)
+        return {"loss_a": self.p.sum(), "loss_b": self.p.sum() * scale, "loss_c": loss_c}
+
+
+def test_non_finite_loss_stops_before_the_step_naming_iteration_and_term():
+    model = DivergesAt(at=2)
+    opt = torch.optim.SGD([model.p], lr=1.0)
+    trainer = Trainer(model, itertools.repeat(torch.ones(2, 4)), opt, device_type="cpu")
+    with EventStorage(0) as storage:
+        for it in range(2):
+            trainer.iter = storage.iter = it
+            trainer.run_step()
+        after_two = model.p.detach().clone()
+        assert after_two.tolist() == [-6.0, -6.0]  # 2 steps of -(1 + 1 + 1)
+        trainer.iter = storage.iter = 2
+        with pytest.raises(FloatingPointError, match=r"^iteration 2: loss 'loss_b' is nan \(2 of the 3 terms are: "
+                           r"loss_b, loss_c\); the run is stopped before the optimizer step"):
+            trainer.run_step()
+    assert torch.equal(model.p.detach(), after_two)  # the non-finite step was not applied
+
+
+def test_matcher_non_finite_cost_names_the_iteration():
+    """The Hungarian matcher inside the model sees NaN predictions: the error names the
+    iteration (scipy's "matrix contains invalid numeric entries" before)."""
+    from codetr.modeling.matcher import HungarianMatcher
+
+    class NanPredictions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.full((3, 4), float("nan")))
+
+        def forward(self, batch):
+            target = {"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}
+            HungarianMatcher()(self.p[None], self.p.sigmoid()[None], [target])
+            return {"loss": self.p.sum()}
+
+    model = NanPredictions()
+    trainer = Trainer(model, itertools.repeat(torch.ones(1)), torch.optim.SGD(model.parameters(), lr=1.0),
+                      device_type="cpu")
+    with EventStorage(7):
+        trainer.iter = 7
+        with pytest.raises(FloatingPointError, match=r"^iteration 7: HungarianMatcher: the matching cost "
+                           r"\(3 queries x 1 targets\) has 3 non-finite"):
+            trainer.run_step()

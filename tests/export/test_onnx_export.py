@@ -11,6 +11,7 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from codetr.checkpoint import CheckpointMismatchError  # noqa: E402
 from codetr.data.shapes import render_image  # noqa: E402
 from codetr.export import UnsupportedModelError, exportable  # noqa: E402
 from codetr.export.onnx_export import export_onnx  # noqa: E402
@@ -221,9 +222,10 @@ def test_co_detr_checkpoint_loads_into_dino_dropping_aux_weights(tmp_path):
     other = tiny_co_detr(5, seed=2)
     load_inference_weights(other, path)
     assert torch.equal(other.detector.transformer.level_embeds, co.detector.transformer.level_embeds)
-    # a checkpoint of another model is refused with the keys named
+    # a checkpoint of another model is refused with the counts (codetr.checkpoint.Checkpointer)
     torch.save({"model": tiny_tood().state_dict()}, path)
-    with pytest.raises(ValueError, match="does not fit DINO: missing keys"):
+    with pytest.raises(CheckpointMismatchError, match=f"{path} does not fit the model: .* checkpoint tensors do not "
+                       "exist in the model"):
         load_inference_weights(dino, path)
 
 
@@ -237,7 +239,60 @@ def test_cli_refuses_weights_of_another_model(tmp_path, capsys):
     code = cli.main(["--config-file", os.path.join(root, "configs/dino/dino_r18_shapes.py"), "--weights", weights,
                      "--output", str(tmp_path / "m.onnx"), "--image-size", "192", "256"])
     assert code == 2
-    assert "does not fit DINO: missing keys" in capsys.readouterr().err
+    assert f"{weights} does not fit the model" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "m.onnx")
+
+
+def _export_cli():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(root, "tools"))
+    import export_onnx as cli
+
+    return cli, os.path.join(root, "tests", "engine", "configs", "dino_r18_tiny.py")
+
+
+def test_cli_refuses_weights_of_another_class_count(tmp_path, capsys):
+    """As train_net.py: the file, the counts, the shapes and the opt-in (before: load_state_dict's
+    raw "size mismatch" traceback)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    cli, config = _export_cli()
+    weights = str(tmp_path / "five_classes.pth")
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), ["model.num_classes=5"])
+    torch.save({"model": instantiate(cfg.model).state_dict()}, weights)
+    code = cli.main(["--config-file", config, "--weights", weights, "--output", str(tmp_path / "m.onnx"),
+                     "--image-size", "64", "64"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{weights} does not fit the model: 9 tensors have other shapes" in err, err
+    assert "(5, 128) vs (2, 128)" in err and "num_classes" in err and "train.init_checkpoint_partial=True" in err
+    assert not os.path.exists(tmp_path / "m.onnx")
+
+
+def test_cli_checks_the_size_before_tracing_and_records_the_config(tmp_path, capsys, monkeypatch):
+    """8 x 8: the model's own error (4 encoder positions for 20 queries), before the exporter
+    (before: torch.export's "Create an issue in the PyTorch GitHub repository", the cause buried).
+    The config is passed to the graph's metadata."""
+    cli, config = _export_cli()
+    code = cli.main(["--config-file", config, "--output", str(tmp_path / "m.onnx"), "--image-size", "8", "8"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "error: export_onnx: the model cannot process a 8 x 8 image (run in PyTorch before tracing): ValueError: " \
+           "DeformableTransformer: num_queries (20) exceeds the 4 encoder positions" in err
+    assert not os.path.exists(tmp_path / "m.onnx")
+
+    import codetr.export.onnx_export as onnx_export
+
+    seen = {}
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **kw: seen.update(kw) or open(a[1], "w").close())
+    assert cli.main(["--config-file", config, "--output", str(tmp_path / "m.onnx"), "--image-size", "64", "64"]) == 0
+    assert seen["metadata"] == {"codetr.config": os.path.join("tests", "engine", "configs", "dino_r18_tiny.py")}
+
+
+def test_size_checked_in_pytorch_before_tracing(tmp_path):
+    model = tiny_dino(num_queries=30)  # a 32 x 32 image: 4 x 4 + 2 x 2 + 1 + 1 = 22 positions
+    with pytest.raises(ValueError, match=r"cannot process a 32 x 32 image .*num_queries \(30\) exceeds the 22 encoder "
+                       r"positions"):
+        export_onnx(model, str(tmp_path / "m.onnx"), (32, 32))
     assert not os.path.exists(tmp_path / "m.onnx")
 
 

@@ -140,3 +140,18 @@ def test_softmax_class_cost_is_detr_s():
     torch.testing.assert_close(matcher.cost_matrix(logits, boxes, labels, tgt_boxes), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="class_cost='sigmoid'"):
         HungarianMatcher(class_cost="sigmoid")
+
+
+def test_non_finite_cost_is_an_error_naming_the_predictions():
+    """A diverged model's NaN / inf predictions: FloatingPointError with the counts, before scipy
+    (which failed with "matrix contains invalid numeric entries")."""
+    logits, boxes, labels, tgt_boxes = random_case(5, 3, seed=2)
+    matcher = HungarianMatcher()
+    boxes[1] = float("nan")  # one query's box: a row of 3 NaN costs
+    with pytest.raises(FloatingPointError, match=r"\(5 queries x 3 targets\) has 3 non-finite .*predicted logits: "
+                       r"0 of 20, predicted boxes: 4 of 20, target boxes: 0 of 12"):
+        matcher(logits[None], boxes[None], [{"labels": labels, "boxes": tgt_boxes}])
+    logits, boxes, labels, tgt_boxes = random_case(5, 3, seed=2)
+    logits[:, labels[0]] = float("inf")  # every query's logit of target 0's class: that column is inf
+    with pytest.raises(FloatingPointError, match=r"has [1-9]\d* non-finite .*predicted logits: 5 of 20"):
+        matcher(logits[None], boxes[None], [{"labels": labels, "boxes": tgt_boxes}])

@@ -193,6 +193,14 @@ class Checkpointer(DetectionCheckpointer):
     def _torch_load(self, f: str):
         return load_checkpoint_file(f, allow_unsafe_pickle=self.allow_unsafe_pickle)
 
+    def load_model_state(self, state, path: str):
+        """The checked load of a state dict already in memory (``path`` names it in messages),
+        as ``load`` does with a file's ``"model"``: for callers that transform the state first
+        (``codetr.export.weights``: a Co-DETR checkpoint's detector without its auxiliary
+        weights). Returns the incompatible keys; raises ``CheckpointMismatchError`` as ``load``."""
+        self._loading_path = path
+        return self._load_model({"model": dict(state)})
+
     # --- matching ----------------------------------------------------------------------------
     def _load_model(self, checkpoint):
         heuristics = bool(checkpoint.get("matching_heuristics", False))

@@ -5,6 +5,10 @@ the first iteration, so that what would otherwise fail late or silently is said 
 
 - a missing, unreadable or empty image file of the training or test set (found only at the
   evaluation after the whole training run otherwise): error listing how many and the first few;
+- a test image that is not a readable image, is truncated, or has another size than its dataset
+  dict says (Detectron2's ``SizeMismatchError`` at evaluation otherwise): error listing them
+  (:func:`check_image_headers`: header and file end only, ~0.1 ms per image; the config's
+  ``train.verify_test_images=False`` skips it for very large test sets);
 - a class count of the data that differs from the model's (labels >= ``num_classes`` crash deep in
   the denoising module; fewer classes make ``COCOEvaluator`` fail on the first prediction of an
   unknown class): error naming the dataset, its class count and the model's;
@@ -25,14 +29,17 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
+from PIL import Image
 
 from .coco_json import box_is_valid
+from .mapper_utils import read_image_rgb
 
 __all__ = [
     "COCO_MAX_DETS",
     "check_class_count",
     "check_datasets_for_model",
     "check_image_files",
+    "check_image_headers",
     "check_invalid_boxes",
     "check_objects_per_image",
     "model_num_classes",
@@ -110,6 +117,78 @@ def check_image_files(dicts: Sequence[Dict], dataset: str, max_listed: int = 5) 
         raise FileNotFoundError(
             f"dataset {dataset!r}: {len(bad)} of {len(dicts)} image files are missing, unreadable or empty "
             f"(checked before training, so that evaluation does not fail after it):\n  {listed}"
+        )
+
+
+# what a complete file ends with: JPEG's end-of-image marker (searched in the last KiB: some
+# writers append padding), PNG's IEND chunk
+_JPEG_EOI, _PNG_IEND = b"\xff\xd9", b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_TAIL = 1024
+_SWAPS_WH = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees (ImageOps.exif_transpose)
+
+
+def _looks_complete(path: str, image_format: Optional[str]) -> bool:
+    if image_format not in ("JPEG", "MPO", "PNG"):
+        return True  # other formats: the header only
+    with open(path, "rb") as f:
+        f.seek(max(os.fstat(f.fileno()).st_size - _TAIL, 0))
+        tail = f.read()
+    return _JPEG_EOI in tail if image_format != "PNG" else tail.endswith(_PNG_IEND)
+
+
+def _header_problem(d: Dict) -> Optional[str]:
+    """Why the mapper would fail on the image of dict ``d`` (None: it will not). Cheap checks
+    first (PIL's header: format and size, EXIF orientation; the file's end); an image they find
+    suspect is then read as the mappers read it (``read_image_rgb``) and judged by that."""
+    path = d["file_name"]
+    try:
+        with Image.open(path) as image:
+            image_format, (w, h), exif = image.format, image.size, image.info.get("exif")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        return f"not a readable image ({e})"
+    if exif:
+        try:
+            parsed = Image.Exif()
+            parsed.load(exif)
+            if parsed.get(0x0112, 1) in _SWAPS_WH:
+                w, h = h, w
+        except Exception:  # noqa: BLE001 - a broken EXIF block: let the full read decide
+            w = h = None
+    expected = (d.get("width"), d.get("height"))
+    size_known = None not in expected
+    if _looks_complete(path, image_format) and (not size_known or (w, h) == expected):
+        return None
+    try:
+        rgb = read_image_rgb(path)
+    except OSError as e:
+        return str(e.__cause__ or e)
+    if size_known and (rgb.shape[1], rgb.shape[0]) != expected:
+        return (f"the image is {rgb.shape[1]} x {rgb.shape[0]} (width x height, EXIF orientation applied) but the "
+                f"dataset says {expected[0]} x {expected[1]}")
+    return None
+
+
+def check_image_headers(dicts: Sequence[Dict], dataset: str, max_listed: int = 5) -> None:
+    """Raise ``OSError`` if any image of ``dicts`` is not a readable image, is truncated, or has
+    another size than its ``width`` / ``height`` (the errors the test mapper would raise during the
+    evaluation after training).
+
+    Cheap: PIL parses each header (format, size, EXIF orientation) and the last KiB of JPEG and
+    PNG files is searched for their end marker; only images failing that are decoded in full,
+    so a JPEG with trailing bytes or a PNG with an EXIF rotation after its pixels is not
+    refused. A truncated file of another format (BMP, TIFF, WebP, ...) is not detected.
+    """
+    bad = []
+    for d in dicts:
+        problem = _header_problem(d)
+        if problem:
+            bad.append(f"{d['file_name']}: {problem}")
+    if bad:
+        listed = "\n  ".join(bad[:max_listed]) + ("\n  ..." if len(bad) > max_listed else "")
+        raise OSError(
+            f"dataset {dataset!r}: {len(bad)} of {len(dicts)} images are corrupt, truncated or of another size than "
+            "the dataset says (checked before training, so that evaluation does not fail after it; "
+            f"train.verify_test_images=False skips this check):\n  {listed}"
         )
 
 
@@ -214,13 +293,15 @@ def _thing_classes(node) -> Optional[List[str]]:
     return classes
 
 
-def check_datasets_for_model(dataloader_cfg, model, train: bool = True, loaded: Optional[Dict] = None) -> None:
+def check_datasets_for_model(dataloader_cfg, model, train: bool = True, loaded: Optional[Dict] = None,
+                             verify_test_images: bool = True) -> None:
     """Run every check on ``dataloader.train`` (if ``train``) and ``dataloader.test`` (if any).
 
     Each dataset node (``L(get_detection_dataset_dicts)(names=...)`` or any callable returning
     Detectron2 dicts) is instantiated here to read its dicts, unless ``loaded`` holds the dataset
     already instantiated for that role (``{"train": dicts}``: train_net's training loader has read
-    them, so the json is not parsed twice).
+    them, so the json is not parsed twice). ``verify_test_images``: also
+    :func:`check_image_headers` on the test set (``train.verify_test_images``).
     """
     num_classes = model_num_classes(model)
     limits = model_output_limits(model)
@@ -235,6 +316,8 @@ def check_datasets_for_model(dataloader_cfg, model, train: bool = True, loaded: 
             continue
         label = _dataset_label(node, role)
         check_image_files(dicts, label)
+        if role == "test" and verify_test_images:
+            check_image_headers(dicts, label)
         check_class_count(dicts, label, _thing_classes(node), num_classes)
         check_invalid_boxes(dicts, label)
         check_objects_per_image(dicts, label, limits, train=(role == "train"))

@@ -210,4 +210,6 @@ def register_shapes(root: Optional[str] = None) -> None:
             image_root=paths["image_root"],
             evaluator_type="coco",
             thing_classes=list(SHAPE_CLASSES),
+            # as load_coco_json sets it (ids 1..8), known without generating the images (tools/demo.py)
+            thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SHAPE_CLASSES))},
         )

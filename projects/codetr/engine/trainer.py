@@ -5,11 +5,17 @@ Detectron2's ``AMPTrainer`` (and detrex's trainer) assert that CUDA is available
 ``torch.cuda.amp``; this one uses ``torch.autocast(device_type, dtype)`` so fp16 and bf16 work on
 CUDA and on the CPU. A ``torch.amp.GradScaler`` is used for fp16 only (bf16 has the fp32
 exponent range and needs no loss scaling); its state is saved with the trainer's.
+
+A non-finite loss stops the run before the optimizer step, with a ``FloatingPointError`` naming
+the iteration and the first non-finite loss term (``check_finite_losses``; Detectron2 checks
+only the sum, on the main process); a ``FloatingPointError`` raised inside the model (the
+Hungarian matcher's non-finite cost check) gets the iteration added.
 """
 from __future__ import annotations
 
+import math
 import time
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
@@ -17,7 +23,7 @@ from torch import nn
 from detectron2.engine import SimpleTrainer
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["Trainer", "parse_amp_dtype"]
+__all__ = ["Trainer", "check_finite_losses", "parse_amp_dtype"]
 
 _AMP_DTYPES = {
     "float16": torch.float16,
@@ -36,6 +42,28 @@ def parse_amp_dtype(name) -> torch.dtype:
         return _AMP_DTYPES[str(name).lower()]
     except KeyError:
         raise ValueError(f"train.amp.dtype must be one of {sorted(_AMP_DTYPES)}, got {name!r}") from None
+
+
+def check_finite_losses(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> None:
+    """Raise ``FloatingPointError`` naming the iteration, the first NaN / inf loss term (in the
+    model's order) and how many there are. One device-to-host copy of all terms (stacked)."""
+    names = list(loss_dict)
+    if not names:
+        return
+    values = [loss_dict[k].detach() for k in names]
+    try:
+        stacked = torch.stack(values)
+    except RuntimeError:  # terms of other shapes than () (e.g. (1,)): one scalar each
+        stacked = torch.stack([v.float().reshape(()) for v in values])
+    bad = [(k, x) for k, x in zip(names, stacked.float().tolist()) if not math.isfinite(x)]
+    if bad:
+        listed = ", ".join(k for k, _ in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        others = f" ({len(bad)} of the {len(names)} terms are: {listed})" if len(bad) > 1 else ""
+        raise FloatingPointError(
+            f"iteration {iteration}: loss {bad[0][0]!r} is {bad[0][1]}{others}; the run is stopped before the "
+            "optimizer step. The training diverged (e.g. a too large optimizer.lr; gradient clipping: "
+            "train.clip_grad.enabled=True) or the data hold non-finite values."
+        )
 
 
 class Trainer(SimpleTrainer):
@@ -79,7 +107,10 @@ class Trainer(SimpleTrainer):
         data_time = time.perf_counter() - start
 
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_enabled):
-            loss_dict = self.model(data)
+            try:
+                loss_dict = self.model(data)
+            except FloatingPointError as e:  # e.g. the matcher's non-finite cost
+                raise FloatingPointError(f"iteration {self.iter}: {e}") from e
         if isinstance(loss_dict, torch.Tensor):
             loss_dict = {"total_loss": loss_dict}
         losses = sum(loss.float() for loss in loss_dict.values())
@@ -97,6 +128,13 @@ class Trainer(SimpleTrainer):
         self._write_metrics(loss_dict, data_time)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
+
+    def _write_metrics(self, loss_dict, data_time: float, prefix: str = "", iter: Optional[int] = None) -> None:
+        """``check_finite_losses`` (every iteration, on every process), then Detectron2's metrics
+        writer (which checks only the sum, on the main process, every ``gather_metric_period``)."""
+        iter = self.iter if iter is None else iter
+        check_finite_losses(loss_dict, iter)
+        super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
 
     def state_dict(self):
         ret = super().state_dict()

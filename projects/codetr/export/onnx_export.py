@@ -7,17 +7,27 @@ The graph (standard ONNX operators only, no custom domain):
 - outputs ``labels`` (K,) int64, ``boxes`` (K, 4) float32 xyxy in the input image's pixels,
   ``scores`` (K,) float32: the detections of the PyTorch model (see ``codetr.export.adapters``);
 - ``codetr::ms_deform_attn`` translated by ``codetr.export.onnx_ops`` (GridSample per level by
-  default), the level shapes read from the feature maps inside the graph.
+  default), the level shapes read from the feature maps inside the graph;
+- metadata (``metadata_props``): ``codetr.model``, ``codetr.num_classes`` (checked by
+  ``tools/eval_onnx.py`` against the dataset), ``codetr.input_format``, ``codetr.dynamic_size``
+  (with ``codetr.image_size`` "H W" of a fixed-size graph), ``codetr.ms_deform_attn``, what was
+  not exported, and the caller's entries (``tools/export_onnx.py``: ``codetr.config``).
+
+The model is run once in PyTorch on the example image before tracing, so that a size it cannot
+process (e.g. fewer encoder positions than the queries it selects) is a ``ValueError`` naming the
+size and the model's own message, not an error of the exporter.
 
 Uses torch's dynamo exporter (``torch.onnx.export(dynamo=True)``, which needs ``onnxscript``).
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
+
+from codetr.data.checks import model_num_classes
 
 from .adapters import ExportableDetector, QueryDetectorExport, TOODExport, exportable
 from .onnx_ops import ms_deform_attn_translation
@@ -46,6 +56,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     deform_attn: str = "grid_sample",
     seed: int = 0,
+    metadata: Optional[Dict[str, str]] = None,
 ) -> str:
     """Export ``model`` (moved to the CPU, eval mode) to the ONNX file ``path``.
 
@@ -61,6 +72,7 @@ def export_onnx(
             needs >= 19 (DeformConv).
         deform_attn: "grid_sample" or "gather", see ``codetr.export.onnx_ops``.
         seed: seed of the random example image.
+        metadata: extra ``metadata_props`` entries (str -> str), e.g. ``{"codetr.config": ...}``.
 
     Returns:
         ``path``.
@@ -76,10 +88,16 @@ def export_onnx(
         raise ValueError(f"export_onnx: TOOD needs opset >= 19 (DeformConv of the T-Head), got {opset}")
     generator = torch.Generator().manual_seed(seed)
     example = torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8, generator=generator)
+    try:
+        with torch.no_grad():
+            adapter(example)  # in PyTorch first: an error of the model names its cause
+    except Exception as e:  # noqa: BLE001 - any failure at this size; the exporter would bury it
+        raise ValueError(
+            f"export_onnx: the model cannot process a {h} x {w} image (run in PyTorch before tracing): "
+            f"{type(e).__name__}: {e}. Export at a larger image size"
+        ) from e
     dynamic_shapes = None
     if dynamic:
-        with torch.no_grad():
-            adapter(example)
         if any(s <= 1 for shape in adapter.level_shapes for s in shape):
             raise ValueError(
                 f"export_onnx: the example size {(h, w)} gives feature levels {adapter.level_shapes}; a dynamic "
@@ -104,7 +122,7 @@ def export_onnx(
             # constant ("sigmoid_min_1": invalid graph); ONNX Runtime optimises at load anyway
             optimize=False,
         )
-    metadata = {
+    props = {
         "codetr.model": type(model).__name__,
         "codetr.input_format": adapter.input_format,
         "codetr.ms_deform_attn": deform_attn,
@@ -112,8 +130,14 @@ def export_onnx(
         # how OnnxRuntimeDetector rescales the graph's detections to the original size
         "codetr.detectron2_postprocess": str(bool(adapter.detectron2_postprocess)),
     }
+    num_classes = model_num_classes(model)
+    if num_classes is not None:
+        props["codetr.num_classes"] = str(num_classes)
+    if not dynamic:
+        props["codetr.image_size"] = f"{h} {w}"
     if isinstance(adapter, QueryDetectorExport) and adapter.soft_nms_dropped:
-        metadata["codetr.not_exported"] = "soft_nms (no ONNX operator): top-k without it"
-    program.model.metadata_props.update(metadata)
+        props["codetr.not_exported"] = "soft_nms (no ONNX operator): top-k without it"
+    props.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    program.model.metadata_props.update(props)
     program.save(path, external_data=False)
     return path

@@ -19,7 +19,11 @@ from codetr.modeling.postprocess import rescale_detections
 INPUT_NAMES = ["image"]
 OUTPUT_NAMES = ["labels", "boxes", "scores"]
 
-__all__ = ["OnnxRuntimeDetector"]
+__all__ = ["GraphInputSizeError", "OnnxRuntimeDetector"]
+
+
+class GraphInputSizeError(ValueError):
+    """An image of another size than the one a fixed-size graph was exported for."""
 
 
 class OnnxRuntimeDetector:
@@ -39,6 +43,11 @@ class OnnxRuntimeDetector:
         num_threads: ONNX Runtime intra-op threads (0: its default).
         input_format: the format the images come in ("RGB" / "BGR"); checked against the graph's
             ``codetr.input_format`` metadata when it has one. None: not checked.
+
+    Attributes: ``fixed_size`` (H, W) of a graph exported without ``--dynamic`` (None: any size;
+    another size raises ``GraphInputSizeError`` saying to export with ``--dynamic``, instead of
+    ONNX Runtime's "Got: 160 Expected: 128"), ``num_classes`` (the ``codetr.num_classes``
+    metadata; None for graphs exported before it was recorded), ``metadata``.
     """
 
     def __init__(self, path: str, num_threads: int = 0, input_format: Optional[str] = "RGB"):
@@ -55,8 +64,13 @@ class OnnxRuntimeDetector:
                 f"{path}: the graph has inputs {inputs} and outputs {outputs}; expected an export_onnx graph "
                 f"(inputs {INPUT_NAMES}, outputs {OUTPUT_NAMES})"
             )
+        self.path = path
+        dims = self.session.get_inputs()[0].shape[2:]
+        self.fixed_size = tuple(dims) if all(isinstance(d, int) for d in dims) else None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.detectron2_postprocess = self.metadata.get("codetr.detectron2_postprocess", "True") != "False"
+        classes = self.metadata.get("codetr.num_classes")
+        self.num_classes = int(classes) if classes is not None and classes.isdigit() else None
         graph_format = self.metadata.get("codetr.input_format")
         if input_format is not None and graph_format is not None and graph_format != input_format:
             raise ValueError(
@@ -70,6 +84,12 @@ class OnnxRuntimeDetector:
                 f"OnnxRuntimeDetector: expected a (3, H, W) uint8 image, got {tuple(image.shape)} {image.dtype}"
             )
         h, w = image.shape[-2:]
+        if self.fixed_size is not None and (h, w) != self.fixed_size:
+            raise GraphInputSizeError(
+                f"{self.path} was exported for {self.fixed_size[0]} x {self.fixed_size[1]} images (a fixed-size "
+                f"graph) but got a {h} x {w} image; export it with tools/export_onnx.py --dynamic to run it on "
+                "images of any size"
+            )
         labels, boxes, scores = self.session.run(OUTPUT_NAMES, {INPUT_NAMES[0]: image[None].numpy()})
         r = Instances((h, w))
         r.pred_boxes = Boxes(torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)))

@@ -3,15 +3,18 @@
 Co-DETR checkpoints hold the DINO detector under ``detector.`` and training-only weights under
 ``aux_heads.``, ``positive_queries.``, ``downsample.`` (``pyramid_adapter.``); the exported graph is the detector's, so
 those are dropped (and counted), whatever config (Co-DETR or the plain DINO one) the model was
-built from. Every other key must match the exported module exactly.
+built from. The rest is loaded by ``codetr.checkpoint.Checkpointer`` (safe reading, and the load
+check of train_net.py: another class count or another model is a ``CheckpointMismatchError``
+naming the file and the counts of matched / missing / unexpected / mis-shaped tensors).
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, List, Tuple
 
-import torch
 from torch import Tensor, nn
 
+from codetr.checkpoint import Checkpointer, CheckpointMismatchError, load_checkpoint_file
 from codetr.modeling.meta_arch import CoDETR
 
 __all__ = ["AUX_PREFIXES", "load_inference_weights"]
@@ -19,6 +22,8 @@ __all__ = ["AUX_PREFIXES", "load_inference_weights"]
 # as tools/strip_aux_weights.py (pyramid_adapter: issue 10's Co-DETR adapter for non-pyramid encoders)
 AUX_PREFIXES = ("aux_heads.", "positive_queries.", "downsample.", "pyramid_adapter.")
 DETECTOR = "detector."
+
+logger = logging.getLogger(__name__)
 
 
 def _inference_state(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], List[str]]:
@@ -40,22 +45,26 @@ def _inference_state(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], List[
     return out, dropped
 
 
-def load_inference_weights(model: nn.Module, path: str) -> List[str]:
+def load_inference_weights(model: nn.Module, path: str, allow_unsafe_pickle: bool = False,
+                           partial: bool = False) -> List[str]:
     """Load the checkpoint ``path`` (a DetectionCheckpointer file ``{"model": state}`` or a bare
     state dict) into the part of ``model`` that inference runs (``model.detector`` for Co-DETR,
-    else ``model``). Returns the dropped auxiliary keys; raises ``ValueError`` naming missing or
-    unexpected keys."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    else ``model``). Returns the dropped auxiliary keys.
+
+    Read with ``load_checkpoint_file`` (no code runs unless ``allow_unsafe_pickle``) and loaded
+    through ``Checkpointer.load_model_state``: a checkpoint that does not fit (another class
+    count, another model) raises ``CheckpointMismatchError``; ``partial`` loads what matches
+    (``train.init_checkpoint_partial``)."""
+    ckpt = load_checkpoint_file(path, allow_unsafe_pickle=allow_unsafe_pickle)
     if not isinstance(ckpt, dict):
-        raise ValueError(f"load_inference_weights: {path} holds a {type(ckpt).__name__}, expected a state dict")
+        raise CheckpointMismatchError(f"{path} holds a {type(ckpt).__name__}, expected a state dict")
     state = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
     state, dropped = _inference_state(state)
     target = model.detector if isinstance(model, CoDETR) else model
-    result = target.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"load_inference_weights: {path} does not fit {type(target).__name__}: missing keys "
-            f"{result.missing_keys[:10]}{' ...' if len(result.missing_keys) > 10 else ''}, unexpected keys "
-            f"{result.unexpected_keys[:10]}{' ...' if len(result.unexpected_keys) > 10 else ''}"
-        )
+    checkpointer = Checkpointer(target, partial=partial)
+    checkpointer.load_model_state(state, path)
+    kind = checkpointer.last_report.kind
+    if kind != "complete":
+        logger.warning("%s loaded into the exported %s as %s:\n%s", path, type(target).__name__,
+                       kind or "a partial load", checkpointer.last_report.summary())
     return dropped

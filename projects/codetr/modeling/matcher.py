@@ -5,6 +5,7 @@ Targets follow the DETR convention used throughout codetr: per image a dict with
 """
 from typing import Dict, List, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -71,7 +72,11 @@ class HungarianMatcher(nn.Module):
     between the normalised boxes as ``l1_box_format``: "cxcywh" (DETR, DINO) or "xyxy" (the
     corners: AdaMixer / DEQDet, mmdet's ``BBoxL1Cost(box_format="xyxy")``); the assignment is
     exact (scipy's ``linear_sum_assignment``). Costs are computed in fp32 with autocast disabled.
-    Every target is matched when Q >= G (always so for DETR models).
+    Every target is matched when Q >= G (always so for DETR models). A cost matrix with a NaN or
+    infinite entry (a diverged model: non-finite predictions) raises ``FloatingPointError``
+    naming what is not finite, before the assignment (scipy would fail with "matrix contains
+    invalid numeric entries"); the check runs on the copy scipy reads, so it costs no device
+    synchronisation.
     """
 
     def __init__(
@@ -146,9 +151,24 @@ class HungarianMatcher(nn.Module):
         if logits.shape[0] == 0 or tgt_labels.numel() == 0:
             empty = torch.empty(0, dtype=torch.int64, device=device)
             return empty, empty.clone()
-        cost = self.cost_matrix(logits, boxes, tgt_labels, tgt_boxes)
-        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+        cost = self.cost_matrix(logits, boxes, tgt_labels, tgt_boxes).cpu().numpy()
+        if not np.isfinite(cost).all():
+            raise FloatingPointError(_non_finite_cost_message(cost, logits, boxes, tgt_boxes))
+        rows, cols = linear_sum_assignment(cost)
         return (
             torch.as_tensor(rows, dtype=torch.int64, device=device),
             torch.as_tensor(cols, dtype=torch.int64, device=device),
         )
+
+
+def _non_finite_cost_message(cost: np.ndarray, logits: Tensor, boxes: Tensor, tgt_boxes: Tensor) -> str:
+    def bad(t: Tensor) -> int:
+        return int((~torch.isfinite(t.float())).sum())
+
+    return (
+        f"HungarianMatcher: the matching cost ({cost.shape[0]} queries x {cost.shape[1]} targets) has "
+        f"{int((~np.isfinite(cost)).sum())} non-finite (NaN / inf) entries; non-finite values in the predicted "
+        f"logits: {bad(logits)} of {logits.numel()}, predicted boxes: {bad(boxes)} of {boxes.numel()}, target "
+        f"boxes: {bad(tgt_boxes)} of {tgt_boxes.numel()}. The training diverged (e.g. a too large optimizer.lr; "
+        "gradient clipping: train.clip_grad.enabled=True) or the inputs are not finite."
+    )

@@ -10,6 +10,7 @@ from codetr.modeling.decoders.fixed_point import (
     UnrolledRefinement,
     perturb_state,
 )
+from codetr.modeling.decoders.refinement import SequentialRefinement
 
 
 class StubLayer(nn.Module):
@@ -164,3 +165,45 @@ def test_errors():
         FixedPointRefinement(refinement_steps=10)
     with pytest.raises(ValueError, match="supervision_positions"):
         UnrolledRefinement(3, supervision_positions=(0, 2))
+
+
+@pytest.mark.parametrize("build, name, value", [
+    (lambda v: UnrolledRefinement(5, inference_steps=v), "inference_steps", -3),  # ran g alone before
+    (lambda v: UnrolledRefinement(v), "num_steps", 0),
+    (lambda v: UnrolledRefinement(v), "num_steps", 2.5),
+    (lambda v: FixedPointRefinement(inference_steps=v), "inference_steps", -1),  # refused at inference only
+    (lambda v: FixedPointRefinement(refinement_steps=20, grad_steps=v), "grad_steps", 0),
+    (lambda v: FixedPointRefinement(refinement_steps=20, init_supervisions=v), "init_supervisions", -1),
+    (lambda v: FixedPointRefinement(refinement_steps=20, inference_steps=v), "inference_steps", True),
+    (lambda v: FixedPointRefinement(refinement_steps=v, supervision_positions=(1,)), "refinement_steps", "3"),
+    (lambda v: SequentialRefinement(v), "num_layers", -6),
+])
+def test_step_counts_checked_at_construction(build, name, value):
+    """Every step count of every loop is an integer in range, checked when the loop is built
+    (before: a negative inference_steps ran g alone and DEQDet's failed only at the first
+    evaluation)."""
+    with pytest.raises(ValueError, match=rf"{name}={value!r}; expected an integer >= "):
+        build(value)
+
+
+def test_step_counts_zero_and_per_call():
+    """0 inference steps (g alone) is allowed; a negative per-call count is refused as well."""
+    for loop, first in ((UnrolledRefinement(3, inference_steps=0), "init"),
+                        (FixedPointRefinement(inference_steps=0), "step0")):
+        rec = Recorder()
+        out = loop.eval()(rec.step, _state())
+        assert [c[0] for c in rec.calls] == [0] and out[0][0] == first
+        with pytest.raises(ValueError, match="num_steps=-2; expected an integer >= 0"):
+            loop(Recorder().step, _state(), num_steps=-2)
+
+
+def test_rnndet_config_refuses_negative_inference_steps():
+    import os
+
+    from detectron2.config import LazyConfig, instantiate
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    cfg = LazyConfig.load(os.path.join(root, "configs", "deqdet", "rnndet_r50_1x.py"))
+    cfg = LazyConfig.apply_overrides(cfg, ["model.decoder.loop.inference_steps=-3"])
+    with pytest.raises(ValueError, match="UnrolledRefinement: inference_steps=-3"):
+        instantiate(cfg.model.decoder.loop)

@@ -49,6 +49,22 @@ def test_deform_sampling_equals_explicit_bilinear_lookup():
     torch.testing.assert_close(deform_sampling(feat, torch.zeros_like(offset)), feat)
 
 
+def test_deform_sampling_nan_offsets_sample_at_offset_zero():
+    """A diverged model's NaN offsets: sampled at offset 0 (torchvision's deform_conv2d read out of
+    bounds there: a segmentation fault on the CPU); finite offsets unchanged."""
+    g = torch.Generator().manual_seed(1)
+    feat = torch.randn(1, 2, 4, 5, generator=g, dtype=torch.float64)
+    offset = torch.randn(1, 4, 4, 5, generator=g, dtype=torch.float64)
+    nan_offset = offset.clone()
+    nan_offset[0, 0:2, 1, 2] = float("nan")  # channel 0 at (1, 2): both coordinates
+    nan_offset[0, 3, 3, 4] = float("nan")  # channel 1 at (3, 4): dx only
+    out = deform_sampling(feat, nan_offset)
+    expected = deform_sampling(feat, offset)
+    expected[0, 0, 1, 2] = feat[0, 0, 1, 2]
+    expected[0, 1, 3, 4] = explicit_bilinear(feat[0, 1], 3 + float(offset[0, 2, 3, 4]), 4.0)
+    torch.testing.assert_close(out, expected)
+
+
 def test_aligned_score_logits():
     a = torch.tensor([-30.0, -3.0, 0.0, 0.7, 5.0, 30.0], dtype=torch.float64)[:, None].expand(6, 6)
     b = a.t()

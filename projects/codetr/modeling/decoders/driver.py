@@ -20,6 +20,7 @@ What differs between papers is plugged in:
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -30,7 +31,7 @@ from codetr.modeling.coders import BoxCoder
 from codetr.modeling.encoders.output import EncoderOutput
 from codetr.modeling.queries.group import QueryGroup
 
-__all__ = ["DecoderOutput", "QueryDecoder", "QueryState", "SequentialRefinement"]
+__all__ = ["DecoderOutput", "QueryDecoder", "QueryState", "SequentialRefinement", "check_step_count"]
 
 Heads = Union[nn.Module, Sequence[nn.Module]]
 Step = Callable[[int, "QueryState"], Tuple["QueryState", Dict[str, Tensor]]]
@@ -55,6 +56,19 @@ class QueryState:
         return QueryState(self.content.detach(), self.reference.detach())
 
 
+def check_step_count(owner: str, name: str, value, minimum: int, allow_none: bool = False) -> Optional[int]:
+    """``value`` as an int, if it is an integer >= ``minimum`` (or ``None`` with ``allow_none``);
+    else a ``ValueError`` naming ``owner``, ``name``, the value and what was expected. The loops
+    check every step count at construction (a negative count would silently run no step)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(
+            f"{owner}: {name}={value!r}; expected an integer >= {minimum}" + (" or None" if allow_none else "")
+        )
+    return int(value)
+
+
 class SequentialRefinement(nn.Module):
     """Layer i at step i for i < ``num_layers`` (the decoder's number of layers), every
     output supervised ("layer{i}"), in training and inference alike. The DETR family's 6-layer
@@ -62,9 +76,7 @@ class SequentialRefinement(nn.Module):
 
     def __init__(self, num_layers: int = 6):
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"SequentialRefinement: num_layers must be >= 1, got {num_layers}")
-        self.num_layers = num_layers
+        self.num_layers = check_step_count("SequentialRefinement", "num_layers", num_layers, 1)
 
     def forward(self, step: Step, state: QueryState, num_steps: Optional[int] = None):
         outputs = []

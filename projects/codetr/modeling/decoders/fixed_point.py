@@ -38,9 +38,9 @@ from torch import nn
 
 from codetr.modeling.coders import xyxy_to_xyzr, xyzr_to_xyxy
 
-from .driver import QueryState, Step
+from .driver import QueryState, Step, check_step_count
 
-__all__ = ["FixedPointRefinement", "QueryState", "UnrolledRefinement", "perturb_state"]
+__all__ = ["FixedPointRefinement", "QueryState", "UnrolledRefinement", "check_step_count", "perturb_state"]
 
 
 Outputs = List[Tuple[str, Any]]
@@ -108,15 +108,12 @@ class FixedPointRefinement(nn.Module):
         inference_steps: Optional[int] = None,
     ):
         super().__init__()
-        if refinement_steps < 1 or grad_steps < 1 or init_supervisions < 0:
-            raise ValueError(
-                f"FixedPointRefinement: refinement_steps={refinement_steps} and grad_steps={grad_steps} must be >= 1, "
-                f"init_supervisions={init_supervisions} >= 0"
-            )
-        self.refinement_steps = refinement_steps
-        self.supervision_positions = _check_positions("FixedPointRefinement", supervision_positions, refinement_steps)
-        self.grad_steps = grad_steps
-        self.init_supervisions = init_supervisions
+        owner = "FixedPointRefinement"
+        self.refinement_steps = check_step_count(owner, "refinement_steps", refinement_steps, 1)
+        self.supervision_positions = _check_positions(owner, supervision_positions, refinement_steps)
+        self.grad_steps = check_step_count(owner, "grad_steps", grad_steps, 1)
+        self.init_supervisions = check_step_count(owner, "init_supervisions", init_supervisions, 0)
+        inference_steps = check_step_count(owner, "inference_steps", inference_steps, 0, allow_none=True)
         self.perturb = dict(content_prob=perturb_content_prob, position_prob=perturb_position_prob,
                             content_intensity=content_intensity, position_intensity=position_intensity)
         self.inference_steps = refinement_steps + 1 if inference_steps is None else inference_steps
@@ -149,9 +146,8 @@ class FixedPointRefinement(nn.Module):
               trajectory: bool = False) -> Outputs:
         """``g`` then ``f`` ``num_steps`` times; the last prediction, or with ``trajectory`` every
         step's (``"step0"`` is ``g``'s), for convergence studies."""
-        num_steps = self.inference_steps if num_steps is None else num_steps
-        if num_steps < 0:
-            raise ValueError(f"FixedPointRefinement: num_steps must be >= 0, got {num_steps}")
+        num_steps = check_step_count("FixedPointRefinement", "inference_steps" if num_steps is None else "num_steps",
+                                     self.inference_steps if num_steps is None else num_steps, 0)
         state, pred = step(0, state)
         outputs: Outputs = [("step0", pred)]
         for k in range(1, num_steps + 1):
@@ -175,15 +171,18 @@ class UnrolledRefinement(nn.Module):
     def __init__(self, num_steps: int = 6, supervision_positions: Optional[Sequence[int]] = None,
                  inference_steps: Optional[int] = None):
         super().__init__()
-        if num_steps < 1:
-            raise ValueError(f"UnrolledRefinement: num_steps must be >= 1, got {num_steps}")
-        self.num_steps = num_steps
+        self.num_steps = check_step_count("UnrolledRefinement", "num_steps", num_steps, 1)
         positions = range(1, num_steps + 1) if supervision_positions is None else supervision_positions
         self.supervision_positions = _check_positions("UnrolledRefinement", positions, num_steps)
+        inference_steps = check_step_count("UnrolledRefinement", "inference_steps", inference_steps, 0, allow_none=True)
         self.inference_steps = num_steps if inference_steps is None else inference_steps
 
     def forward(self, step: Step, state: QueryState, num_steps: Optional[int] = None) -> Outputs:
-        steps = self.num_steps if self.training else (self.inference_steps if num_steps is None else num_steps)
+        if self.training:
+            steps = self.num_steps
+        else:
+            steps = check_step_count("UnrolledRefinement", "inference_steps" if num_steps is None else "num_steps",
+                                     self.inference_steps if num_steps is None else num_steps, 0)
         state, pred = step(0, state)
         outputs: Outputs = [("init", pred)]
         for i in range(1, steps + 1):

@@ -18,7 +18,7 @@ from torch import nn
 from codetr.modeling.coders import XYZRCoder
 
 from .adamixer import AdaMixerDecoderLayer, AdaMixerHead, XYZRSinePosition
-from .driver import QueryDecoder, SequentialRefinement
+from .driver import QueryDecoder, SequentialRefinement, check_step_count
 
 __all__ = ["AdaMixerRefiner", "SequentialRefinement", "adamixer_layers"]
 
@@ -26,8 +26,7 @@ __all__ = ["AdaMixerRefiner", "SequentialRefinement", "adamixer_layers"]
 def adamixer_layers(num_layers: int, **layer_kwargs) -> List[AdaMixerDecoderLayer]:
     """``num_layers`` independent ``AdaMixerDecoderLayer(**layer_kwargs)`` (configs: DEQDet /
     RNNDet 2 = [g, f], AdaMixer 6)."""
-    if num_layers < 1:
-        raise ValueError(f"adamixer_layers: num_layers must be >= 1, got {num_layers}")
+    num_layers = check_step_count("adamixer_layers", "num_layers", num_layers, 1)
     return [AdaMixerDecoderLayer(**layer_kwargs) for _ in range(num_layers)]
 
 

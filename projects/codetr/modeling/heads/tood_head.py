@@ -80,9 +80,14 @@ def deform_sampling(feat: Tensor, offset: Tensor) -> Tensor:
         feat: (N, C, H, W). offset: (N, 2C, H, W), channels (dy_0, dx_0, dy_1, dx_1, ...) in
             pixels of the map.
     Returns: (N, C, H, W) with ``out[n, c, y, x] = bilinear(feat[n, c], y + dy_c, x + dx_c)``.
+
+    NaN offsets (a diverged model) are sampled at offset 0: torchvision's ``deform_conv2d`` reads
+    out of bounds at a NaN location (a segmentation fault on the CPU), where the NaN losses of
+    such a model now stop the run with an error naming the iteration (``codetr.engine.Trainer``).
     """
     c = feat.shape[1]
     weight = feat.new_ones(c, 1, 1, 1)
+    offset = offset.masked_fill(torch.isnan(offset), 0.0)
     return deform_conv2d(feat, offset, weight, stride=1, padding=0, dilation=1)
 
 

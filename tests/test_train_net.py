@@ -496,6 +496,7 @@ def test_dn_on_points_trains_in_two_processes_when_one_has_no_boxes(tmp_path):
     out = str(tmp_path / "ddp")
     log = run_train_net(TrainNetCase("tests/engine/configs/dn_conditional_detr_r18_tiny.py"), data, out,
                         "train.max_iter=3", "train.eval_period=0", "train.checkpointer.period=100",
+                        "train.ddp_timeout=60",  # a regression fails with the watchdog's error, not a test timeout
                         flags=("--num-gpus", "2", "--dist-url", "auto"))
     assert "World size: 2" in log and "backend gloo" in log
     assert training_iterations(read_metrics(out)) == [0, 1, 2]

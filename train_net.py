@@ -14,7 +14,10 @@ TOOD's assigner switch are fractions of the run, so they follow a given ``train.
 
 Distributed training goes through Detectron2's ``launch`` (one process per GPU, DDP, NCCL).
 ``--num-gpus`` is the number of processes per machine; with ``train.device=cpu`` the processes
-run on the CPU and talk over gloo (CUDA is hidden from them so ``launch`` picks gloo).
+run on the CPU and talk over gloo (CUDA is hidden from them so ``launch`` picks gloo). A process
+waiting for the others longer than ``train.ddp_timeout`` stops the run with an error naming its
+rank and iteration (codetr.engine.distributed). The main process holds ``train.output_dir``'s lock
+file while it runs (codetr.engine.run_lock): a second run into the folder is refused.
 """
 import gc
 import logging
@@ -32,6 +35,7 @@ from detectron2.utils.logger import setup_logger
 
 from codetr.data.checks import check_datasets_for_model
 from codetr.engine import (
+    DistributedGuard,
     EMAHook,
     Trainer,
     apply_overrides_strict,
@@ -39,7 +43,10 @@ from codetr.engine import (
     build_config_ema,
     build_train_loader,
     check_output_dir,
+    collective_timeout,
+    ddp_timeout_seconds,
     load_for_evaluation,
+    lock_output_dir,
     parse_amp_dtype,
     parse_args,
     require_visualizer,
@@ -148,6 +155,8 @@ def do_train(args, cfg, model, train_loader):
     max_iter = cfg.train.max_iter
     trainer.register_hooks(
         [
+            # first: its after_step ends the watched step before evaluation / checkpoints run
+            DistributedGuard(ddp_timeout_seconds(cfg.train), comm.get_world_size(), comm.get_rank()),
             hooks.IterationTimer(),
             EMAHook(ema, model) if ema is not None else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
@@ -169,6 +178,14 @@ def do_train(args, cfg, model, train_loader):
 
 def main(args):
     cfg = load_config(args)
+    # the main process owns train.output_dir while it runs: another run into it is refused, and the
+    # other processes write nothing (log.txt.rank*) before the main one holds it
+    with lock_output_dir(cfg.train.output_dir, enabled=comm.is_main_process()):
+        comm.synchronize()
+        return run(args, cfg)
+
+
+def run(args, cfg):
     check_output_dir(cfg.train, resume=args.resume, eval_only=args.eval_only)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="codetr")
@@ -237,4 +254,5 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        timeout=collective_timeout(load_config(args).train),  # train.ddp_timeout + a margin
     )

@@ -16,6 +16,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,8 +50,11 @@ HAVE_CV2 = importlib.util.find_spec("cv2") is not None  # Detectron2's Visualize
 ITERS = 4  # first run; checkpoints every 2 iterations -> model_0000001 (then deleted), model_0000003, model_final
 
 
-def write_tiny_coco(root: str, num_train: int = 6, num_val: int = 4, size: int = 64, seed: int = 0) -> None:
-    """COCO json + PNGs: dark images with 1-2 filled red (class 1) / green (class 2) rectangles."""
+def write_tiny_coco(root: str, num_train: int = 6, num_val: int = 4, size: int = 64, seed: int = 0,
+                    empty_train_every: int = 0) -> None:
+    """COCO json + PNGs: dark images with 1-2 filled red (class 1) / green (class 2) rectangles;
+    with ``empty_train_every=n``, training images i with i % n == 1 are empty (no rectangle, no
+    annotation)."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
     categories = [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]
@@ -59,7 +63,8 @@ def write_tiny_coco(root: str, num_train: int = 6, num_val: int = 4, size: int =
         images, annotations = [], []
         for i in range(count):
             pixels = np.full((size, size, 3), 30, np.uint8)
-            for _ in range(int(rng.integers(1, 3))):
+            empty = split == "train" and empty_train_every and i % empty_train_every == 1
+            for _ in range(0 if empty else int(rng.integers(1, 3))):
                 w, h = (int(v) for v in rng.integers(12, 28, size=2))
                 x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
                 cat = int(rng.integers(1, 3))
@@ -82,15 +87,21 @@ def tiny_coco(tmp_path_factory):
     return root
 
 
-def run_train_net(case: TrainNetCase, data_root: str, output_dir: str, *args: str, flags=(), timeout=300,
-                  expect_failure=False) -> str:
-    """Run train_net.py; return its stdout+stderr. Fails the test with the log when the exit
-    status is non-zero (or, with ``expect_failure``, when it is zero)."""
+def train_net_command(case: TrainNetCase, data_root: str, output_dir: str, *args: str, flags=()):
+    """The command line and environment of a train_net.py run of ``case`` on the CPU."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(ROOT, "projects"), env.get("PYTHONPATH")) if p)
     env.update(CODETR_TINY_COCO=data_root, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), *flags, "--config-file", case.config,
            "train.device=cpu", f"train.output_dir={output_dir}", "train.log_period=1", *case.overrides, *args]
+    return cmd, env
+
+
+def run_train_net(case: TrainNetCase, data_root: str, output_dir: str, *args: str, flags=(), timeout=300,
+                  expect_failure=False) -> str:
+    """Run train_net.py; return its stdout+stderr. Fails the test with the log when the exit
+    status is non-zero (or, with ``expect_failure``, when it is zero)."""
+    cmd, env = train_net_command(case, data_root, output_dir, *args, flags=flags)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=timeout)
     failed = proc.returncode != 0
@@ -512,3 +523,110 @@ def test_divergence_stops_with_the_iteration_named(tiny_coco, tmp_path, config, 
     assert f"FloatingPointError: {expected}" in log, log[-3000:]
     assert "invalid numeric entries" not in log and "iter: 2 " not in log
     assert not glob.glob(os.path.join(out, "model_*.pth"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-process runs never hang silently; one live run per output folder (issue 19)
+# ------------------------------------------------------------------------------------------------
+def test_dn_on_points_trains_in_two_processes_when_one_has_no_boxes(tmp_path):
+    """DN-Conditional-DETR (DN on 2-d points), 2 gloo processes, 2 training images of which the
+    second is empty: Detectron2's sampler gives each process one of them in every iteration, so
+    one process has boxes and the other none. It used to hang at iteration 0 (the process without
+    boxes built no denoising group and skipped its position head's parameters, for which DDP on
+    the other process waited forever); it trains and evaluates."""
+    data = str(tmp_path / "data")
+    write_tiny_coco(data, num_train=2, empty_train_every=2)
+    out = str(tmp_path / "ddp")
+    log = run_train_net(TrainNetCase("tests/engine/configs/dn_conditional_detr_r18_tiny.py"), data, out,
+                        "train.max_iter=3", "train.eval_period=0", "train.checkpointer.period=100",
+                        "train.ddp_timeout=60",  # a regression fails with the watchdog's error, not a test timeout
+                        flags=("--num-gpus", "2", "--dist-url", "auto"))
+    assert "World size: 2" in log and "backend gloo" in log
+    assert training_iterations(read_metrics(out)) == [0, 1, 2]
+    assert "Evaluation results for bbox" in log
+    assert not os.path.exists(os.path.join(out, "train_net.lock")), "the lock was not released"
+
+
+@pytest.mark.parametrize("skip", ["collective", "parameter"])
+def test_a_process_that_skips_a_collective_stops_the_run_naming_rank_and_iteration(tiny_coco, tmp_path, skip):
+    """From iteration 1 on, rank 1 skips an all-reduce the other rank makes, or a parameter the
+    other rank reduces (tests/engine/configs/skips_a_collective_tiny.py): the run used to wait
+    forever (30 minutes: Detectron2's default timeout, then gloo's bare timeout error). Now it
+    exits non-zero: with train.ddp_timeout=5, with the watchdog's error naming a rank and
+    iteration 1 and the stuck process's Python stacks; for the parameter at once, with rank 1's
+    error naming it."""
+    out = str(tmp_path / "hang")
+    log = run_train_net(TrainNetCase("tests/engine/configs/skips_a_collective_tiny.py"), tiny_coco, out,
+                        "train.max_iter=3", "train.eval_period=0", "train.ddp_timeout=5", f"model.skip={skip}",
+                        flags=("--num-gpus", "2", "--dist-url", "auto"), expect_failure=True)
+    if skip == "collective":
+        assert re.search(r"rank [01]: training iteration 1 has not finished after 5 s \(train\.ddp_timeout=5\)",
+                         log), log[-4000:]
+        assert "Python stacks of this process" in log
+    else:
+        assert ("UnusedParametersError: rank 1, iteration 1: 1 trainable parameters got no gradient (extra)"
+                in log), log[-4000:]
+        assert "has not finished" not in log
+    assert training_iterations(read_metrics(out)) == [0]
+
+
+def wait_for_lock_owner(path: str, proc: subprocess.Popen, log_path: str, deadline_s: float = 300) -> dict:
+    """The record of the lock file ``path`` once ``proc`` has written it (fails if ``proc`` exits)."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        assert proc.poll() is None, f"the first run exited ({proc.returncode}):\n" + open(log_path).read()[-4000:]
+        try:
+            with open(path) as f:
+                record = json.loads(f.read() or "{}")
+        except (FileNotFoundError, json.JSONDecodeError):
+            record = {}
+        if record.get("pid") == proc.pid:
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"{path} was not written by pid {proc.pid}")
+
+
+def test_a_live_run_owns_its_output_dir(tiny_coco, tmp_path):
+    """While a run trains into a folder, a second training run and an --eval-only run into it are
+    refused, naming the first run's process; the first run is unaffected. After the first run is
+    SIGKILLed its lock file is stale: the next run takes it over (naming the dead process), trains
+    and removes the lock file when it ends."""
+    import signal
+    import socket
+
+    out = str(tmp_path / "run")
+    lock = os.path.join(out, "train_net.lock")
+    common = ("train.eval_period=0", "train.checkpointer.period=1000000")
+    cmd, env = train_net_command(RETINANET_TINY, tiny_coco, out, "train.max_iter=1000000", *common)
+    log_path = str(tmp_path / "first.log")
+    with open(log_path, "w") as log_file:
+        first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        record = wait_for_lock_owner(lock, first, log_path)
+        assert record["host"] == socket.gethostname() and "train.max_iter=1000000" in record["command"]
+        owner = f"pid {first.pid} on host {socket.gethostname()}, started "
+        for flags in ((), ("--eval-only",)):
+            log = run_train_net(RETINANET_TINY, tiny_coco, out, "train.max_iter=2", *common, flags=flags,
+                                expect_failure=True)
+            assert "OutputDirLockedError" in log and f"train.output_dir={out!r} is in use by another run" in log, \
+                log[-3000:]
+            assert owner in log and "choose another train.output_dir" in log
+            assert "Starting training" not in log and "Evaluation results" not in log
+        assert first.poll() is None, "the first run stopped"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    with open(lock) as f:
+        assert json.load(f)["pid"] == first.pid  # left behind: the run could not clean up
+    iterations = [json.loads(line)["iteration"] for line in open(os.path.join(out, "metrics.json")).readlines()[:-1]]
+    assert iterations == list(range(len(iterations))), "another run wrote into the first run's metrics"
+
+    log = run_train_net(RETINANET_TINY, tiny_coco, out, "train.max_iter=1", *common)
+    assert f"Taking over the lock file {lock} of a run that is no longer alive (pid {first.pid} " in log, log[-3000:]
+    assert "Starting training from iteration 0" in log
+    assert not os.path.exists(lock), "the lock was not released"

@@ -23,7 +23,10 @@ train = dict(
     # code); a warning is logged.
     allow_unsafe_pickle=False,
     # A training run (without --resume) refuses an output_dir that already holds checkpoints
-    # (model_*.pth, last_checkpoint); True: overwrite them.
+    # (model_*.pth, last_checkpoint); True: overwrite them. Independently of this, a run (training
+    # or --eval-only) refuses an output_dir that another live run is using: the main process holds
+    # output_dir/train_net.lock (pid, host, start time, command) while it runs; the lock of a run
+    # that died (even by SIGKILL) is taken over with a warning.
     overwrite=False,
     # At start every test image's header is read (PIL: format, size against the dataset's
     # height / width, EXIF orientation; the end marker of JPEG / PNG files; ~0.1 ms per image), so
@@ -43,6 +46,14 @@ train = dict(
     # mixed precision: dtype "float16" (with a GradScaler) or "bfloat16"; CPU supports both
     amp=dict(enabled=False, dtype="float16"),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    # multi-process runs (seconds): a training iteration still unfinished on a process after this
+    # long (the process waits for the others in a collective that not every process reached) stops
+    # the run with an error naming the rank and the iteration; collectives outside iterations
+    # (evaluation, barriers) time out 60 s later (the process group's timeout, launch(timeout=...)).
+    # Raise it when an iteration, or rank 0's COCO evaluation of a large set, can take longer.
+    # A process whose backward pass left a trainable parameter without gradient (DDP would wait
+    # for it forever) stops at once, naming the parameters, the rank and the iteration.
+    ddp_timeout=600,
     # total-gradient-norm clipping (DETR family: L2 norm 0.1)
     clip_grad=dict(enabled=False, max_norm=0.1, norm_type=2.0),
     # EMA of the weights; saved under "ema" in checkpoints; evaluated next to the raw weights

@@ -91,13 +91,20 @@ def test_dn_queries_take_noised_centres_as_reference_points():
     torch.testing.assert_close(fixed.ref_boxes[..., 2:][v], fixed.boxes[..., 2:][v], atol=1e-6, rtol=0)
 
 
-def test_empty_batch_trains_with_denoising():
-    model = tiny("dn_dab").train()
+@pytest.mark.parametrize("variant", ["dn_dab", "dn_conditional"])
+def test_empty_batch_trains_with_denoising(variant):
+    """A batch without boxes gives every parameter a gradient, as a batch with boxes does: with
+    DDP a worker whose batch has no box must reduce the same parameters as the others (DN on
+    points left its denoising queries' position head, ``ref_point_head``, out: issue 19)."""
+    model = tiny(variant).train()
     batch = [make_input(64, 64, seed=8), make_input(64, 96, seed=9)]
+    assert all(len(x["instances"]) == 0 for x in batch)
     losses = model(batch)
+    assert set(losses) == set(model(BATCH))
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    assert model.denoising.label_embedding.weight.grad is not None
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == ["backbone.res5.weight", "backbone.res5.bias"]  # the neck reads res4 (DC5-like)
 
 
 def test_bad_combinations_are_refused():

@@ -89,9 +89,25 @@ def test_zero_box_image_in_batch():
     assert dn.valid[1].all()
 
 
-def test_batch_without_boxes_returns_none():
-    assert dino_denoising(NUM_CLASSES, DIM)(make_targets([0, 0])) is None
-    assert dn_detr_denoising(NUM_CLASSES, DIM)(make_targets([0])) is None
+@pytest.mark.parametrize("gen, group_size", [(dino_denoising(NUM_CLASSES, DIM), 2),
+                                             (dn_detr_denoising(NUM_CLASSES, DIM), 1),
+                                             (dn_detr_denoising(NUM_CLASSES, DIM, noise_sizes=False), 1)])
+def test_batch_without_boxes_gives_one_group_of_padding(gen, group_size):
+    """No box in the batch: one group of padding slots (no loss), whose content still comes from
+    the label embedding (zero gradient), so that a worker without boxes runs the same modules as
+    the others (DDP, issue 19)."""
+    dn = gen(make_targets([0, 0]))
+    assert dn.num_groups == 1 and dn.group_size == group_size and dn.num_queries == group_size
+    assert dn.content.shape == (2, group_size, DIM) and not dn.valid.any() and not dn.positive.any()
+    assert (dn.content == 0).all() and (dn.ref_boxes == 0.5).all() and (dn.boxes == 0).all()
+    assert (dn.labels == NUM_CLASSES).all()
+    dn.content.sum().backward()
+    grad = gen.label_embedding.weight.grad
+    assert grad is not None and (grad == 0).all()
+    # the attention mask: the padding slot sees only itself, the matching queries never see it
+    mask = dn.attn_mask(3)
+    assert mask.shape == (2, group_size + 3, group_size + 3)
+    assert mask[:, group_size:, :group_size].all() and not mask[:, group_size:, group_size:].any()
 
 
 def test_content_is_label_embedding_and_differentiable():

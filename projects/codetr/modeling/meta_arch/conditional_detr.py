@@ -80,7 +80,4 @@ class ConditionalDETR(QueryDetector):
         content = None
         if self.denoising is not None:
             content = self.denoising.matching_content()
-            if self.training and fixed is None:
-                # keeps the whole label embedding in the graph on batches without boxes (DDP)
-                content = content + 0.0 * self.denoising.label_embedding.weight.sum()
         return self.transformer.matching_queries(enc.memory.shape[0], content), {}

@@ -78,7 +78,4 @@ class DINO(QueryDetector):
         content = group.content
         if self.denoising is not None and not self.denoising.contrastive:
             content = torch.cat([content[..., :-1], torch.zeros_like(content[..., -1:])], -1)  # DN indicator 0
-        if self.training and self.denoising is not None and fixed is None:
-            # keeps the label embedding in the graph on batches without boxes (DDP)
-            content = content + 0.0 * self.denoising.label_embedding.weight.sum()
         return QueryGroup(content, group.reference, group.query_pos), {"enc_outputs": enc_outputs}

@@ -11,7 +11,11 @@ With ``max_gt`` the largest number of boxes of an image in the batch:
 
 An image with fewer than ``max_gt`` boxes leaves the remaining slots as padding (``valid`` False):
 zero content, reference box (0.5, 0.5, 0.5, 0.5) (DINO's zero logits), no loss, masked as
-attention keys.
+attention keys. A batch without any box still gets fixed-target queries: one group of padding
+slots (``max_gt`` counted as 1), so that every batch runs the same modules (the label embedding,
+the denoising queries' position head) and every parameter gets a gradient (zero there). In
+multi-process training a worker whose batch has no box otherwise skips parameters the others
+reduce, and DDP waits for them forever (issue 19).
 
 Co-DETR's customised positive queries are the same kind of object: the meta-architecture builds a
 ``FixedTargetQueries`` from an auxiliary head's assignment (one group, ``positive`` False for the
@@ -245,8 +249,9 @@ class DenoisingGenerator(nn.Module):
     Groups: ``num_dn_queries`` set -> dynamic, ``max(1, num_dn_queries // max_gt)`` (DINO);
     ``fixed_num_groups`` set -> that many groups (DN-DETR: 5). Exactly one must be given.
 
-    Call it in training only: ``forward(targets)`` -> ``FixedTargetQueries`` or None when no
-    image of the batch has a box.
+    Call it in training only: ``forward(targets)`` -> ``FixedTargetQueries``; when no image of the
+    batch has a box, one group of padding slots (no loss, the same modules run: see the module
+    docstring).
     """
 
     def __init__(
@@ -311,17 +316,17 @@ class DenoisingGenerator(nn.Module):
             return self.fixed_num_groups
         return dynamic_num_groups(self.num_dn_queries, max_gt)
 
-    def forward(self, targets: List[Dict[str, Tensor]]) -> Optional[FixedTargetQueries]:
+    def forward(self, targets: List[Dict[str, Tensor]]) -> FixedTargetQueries:
         """Args:
             targets: B dicts with "labels" (G_b,) int64 and "boxes" (G_b, 4) normalised cxcywh.
         Returns:
-            ``FixedTargetQueries`` with N = num_groups * group_size slots, or None if sum G_b = 0.
+            ``FixedTargetQueries`` with N = num_groups * group_size slots; if sum G_b = 0, one
+            group of ``group_size`` padding slots (``valid`` all False: no loss).
         """
         max_gt = max((t["labels"].numel() for t in targets), default=0)
-        if max_gt == 0:
-            return None
+        num_groups = self.num_groups(max_gt) if max_gt else 1  # no box: one group of padding slots
+        max_gt = max(max_gt, 1)
         labels, boxes, valid = pad_targets(targets, max_gt, self.label_embedding.weight.device)
-        num_groups = self.num_groups(max_gt)
         labels, boxes, valid, negative = self._replicate(labels, boxes, valid, num_groups)
         noised_labels = flip_labels(labels, self.label_flip_prob, self.num_classes)
         noised_boxes = self._noise_boxes(boxes, negative)

@@ -36,13 +36,12 @@ model.neck.input_shapes = {
     "res4": ShapeSpec(channels=256, stride=16),
     "res5": ShapeSpec(channels=512, stride=32),
 }
-model.neck.out_channels = HIDDEN
 model.position_embedding.num_pos_feats = HIDDEN // 2
 
 model.transformer.embed_dim = HIDDEN
-model.transformer.encoder.update(num_layers=2, embed_dim=HIDDEN, ffn_dim=4 * HIDDEN)
-model.transformer.decoder.update(num_layers=3, embed_dim=HIDDEN, ffn_dim=4 * HIDDEN)
-model.denoising.update(embed_dim=HIDDEN, num_dn_queries=30)
+model.transformer.encoder.update(num_layers=2, ffn_dim=4 * HIDDEN)  # embed_dim: the transformer's
+model.transformer.decoder.update(num_layers=3, ffn_dim=4 * HIDDEN)
+model.denoising.num_dn_queries = 30
 
 # smaller images than configs/common/data/shapes.py (~0.6x): short side 128..192 for training,
 # 160 for testing, to fit the CPU budget

@@ -82,7 +82,7 @@ model = L(DEQDet)(
     criterion=L(DETRCriterion)(
         num_classes="${..num_classes}",
         matcher=L(HungarianMatcher)(
-            cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0, l1_box_format="xyxy"
+            cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0, l1_box_format="${..l1_box_format}"
         ),
         class_loss="focal",
         weight_class=2.0,

@@ -1,4 +1,7 @@
-"""DINO-R50 4-scale (detrex projects/dino/configs/models/dino_r50.py)."""
+"""DINO-R50 4-scale (detrex projects/dino/configs/models/dino_r50.py).
+
+The hidden width is ``model.transformer.embed_dim`` (256); the encoder, decoder, neck and
+denoising read it (``position_embedding.num_pos_feats`` is half of it, set beside it)."""
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
@@ -28,18 +31,18 @@ model = L(DINO)(
             "res5": ShapeSpec(channels=2048, stride=32),
         },
         in_features=["res3", "res4", "res5"],
-        out_channels=256,
+        out_channels="${..transformer.embed_dim}",
         num_outs=4,
         kernel_size=1,
         num_groups=32,
     ),
     transformer=L(DeformableTransformer)(
         encoder=L(DeformableEncoder)(
-            num_layers=6, embed_dim=256, num_heads=8, num_levels="${..num_feature_levels}", num_points=4,
+            num_layers=6, embed_dim="${..embed_dim}", num_heads=8, num_levels="${..num_feature_levels}", num_points=4,
             ffn_dim=2048, dropout=0.0,
         ),
         decoder=L(DeformableDecoder)(
-            num_layers=6, embed_dim=256, num_heads=8, num_levels="${..num_feature_levels}", num_points=4,
+            num_layers=6, embed_dim="${..embed_dim}", num_heads=8, num_levels="${..num_feature_levels}", num_points=4,
             ffn_dim=2048, dropout=0.0, num_classes="${...num_classes}", look_forward_twice=True,
         ),
         num_feature_levels=4,
@@ -57,7 +60,8 @@ model = L(DINO)(
         with_dn=True,
     ),
     denoising=L(dino_denoising)(
-        num_classes="${..num_classes}", embed_dim=256, num_dn_queries=100, label_noise_ratio=0.5, box_noise_scale=1.0
+        num_classes="${..num_classes}", embed_dim="${..transformer.embed_dim}", num_dn_queries=100,
+        label_noise_ratio=0.5, box_noise_scale=1.0,
     ),
     num_classes=80,
     num_queries=900,

@@ -117,7 +117,7 @@ def test_neck_and_queries(conv_name, content_name, kernel):
 
     from codetr.checkpoint.adamixer import map_adamixer_neck, map_fixed_box_queries
     from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
-    from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+    from codetr.modeling.queries.whole_image import WholeImageQueries
 
     in_channels = [256, 512, 1024, 2048]
     sd = {}
@@ -135,7 +135,7 @@ def test_neck_and_queries(conv_name, content_name, kernel):
     shapes = {f"res{i + 2}": ShapeSpec(channels=c, stride=4 * 2 ** i) for i, c in enumerate(in_channels)}
     model = torch.nn.Module()
     model.neck = SharedNormChannelMapper(shapes, list(shapes), kernel_size=kernel, activation=kernel == 3)
-    model.queries = FixedBoxQueries(100, 256)
+    model.queries = WholeImageQueries(100, 256)
     model.load_state_dict(out, strict=True)
     assert torch.equal(model.neck.convs[2].weight, sd[f"neck.{conv_name}.2.conv.weight"])
     assert torch.equal(model.neck.norm.bias, sd["neck.gn_out.bias"])

@@ -6,7 +6,7 @@ import torch
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.losses import reduce_num_boxes
 from codetr.modeling.matcher import HungarianMatcher
-from codetr.modeling.queries.denoising import FixedTargetQueries
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
 
 C = 3  # classes
 

@@ -28,7 +28,7 @@ from codetr.modeling.decoders.refinement import AdaMixerRefiner, adamixer_layers
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import DEQDet
 from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
-from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+from codetr.modeling.queries.whole_image import WholeImageQueries
 
 model = L(DEQDet)(
     backbone=L(ResNet)(
@@ -50,7 +50,7 @@ model = L(DEQDet)(
         activation=True,
         num_groups=32,
     ),
-    queries=L(FixedBoxQueries)(num_queries="${..num_queries}", embed_dim=256),
+    queries=L(WholeImageQueries)(num_queries="${..num_queries}", embed_dim=256),
     decoder=L(AdaMixerRefiner)(
         layers=L(adamixer_layers)(
             num_layers=2,  # g, f

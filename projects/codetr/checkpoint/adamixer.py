@@ -31,7 +31,7 @@ official (under ``roi_head.bbox_head.i.``)                      codetr (under ``
                                                                 ``AdaMixerHead`` never calls)
 ==============================================================  ==================================
 
-Neck (``SharedNormChannelMapper``) and initial queries (``FixedBoxQueries``):
+Neck (``SharedNormChannelMapper``) and initial queries (``WholeImageQueries``):
 
 ==============================================================  ==================================
 ``neck.convs.i.conv`` (DEQDet) / ``neck.lateral_convs.i.conv``  ``<neck>.convs.i``
@@ -116,7 +116,7 @@ def map_adamixer_neck(m: KeyMapper, src: str = "neck.", dst: str = "neck.") -> i
 
 def map_fixed_box_queries(m: KeyMapper, src: str = "rpn_head.", dst: str = "queries.") -> None:
     """The initial query embeddings (DEQDet ``FixPositionEmbeddingRPNHead``, AdaMixer
-    ``InitialQueryGenerator``) -> ``FixedBoxQueries`` keys under ``dst``."""
+    ``InitialQueryGenerator``) -> ``WholeImageQueries`` keys under ``dst``."""
     s = re.escape(src)
     m.rename_all(s + r"init_proposal_bboxes\.weight", f"{dst}boxes")
     m.rename_all(s + r"init_(?:proposal|content)_features\.weight", f"{dst}content")

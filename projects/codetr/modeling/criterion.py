@@ -39,7 +39,7 @@ from codetr.modeling.losses import (
     sigmoid_focal_loss,
 )
 from codetr.modeling.matcher import HungarianMatcher, check_l1_box_format, l1_boxes
-from codetr.modeling.queries.denoising import FixedTargetQueries
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
 
 __all__ = ["DETRCriterion"]
 

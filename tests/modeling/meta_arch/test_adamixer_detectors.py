@@ -11,7 +11,7 @@ from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefin
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import AdaMixer, DEQDet, RNNDet
 from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
-from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+from codetr.modeling.queries.whole_image import WholeImageQueries
 
 from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
@@ -36,7 +36,7 @@ def tiny(cls=DEQDet, seed=0, loop=None, num_layers=None):
     return cls(
         backbone=backbone,
         neck=SharedNormChannelMapper(backbone.output_shape(), ["res3", "res4", "res5"], D, num_groups=4),
-        queries=FixedBoxQueries(Q, D),
+        queries=WholeImageQueries(Q, D),
         decoder=AdaMixerRefiner(layers, K, loop),
         criterion=DETRCriterion(K, matcher=xyxy, weight_class=2.0, l1_box_format="xyxy"),
         num_classes=K,

@@ -12,8 +12,8 @@ from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import AdaMixer, CoDETR, DEQDet, RNNDet
 from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
-from codetr.modeling.queries.denoising import FixedTargetQueries
-from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
+from codetr.modeling.queries.whole_image import WholeImageQueries
 from codetr.modeling.queries.positive_queries import PositiveQueries
 
 from test_co_detr import PatchBackbone  # noqa: E402  (res2..res5; tests/modeling/meta_arch is on sys.path)
@@ -37,7 +37,7 @@ def tiny_detector(cls=DEQDet, seed=0):
     model = cls(
         backbone=backbone,
         neck=SharedNormChannelMapper(backbone.output_shape(), ["res2", "res3", "res4", "res5"], D, num_groups=4),
-        queries=FixedBoxQueries(Q, D),
+        queries=WholeImageQueries(Q, D),
         decoder=AdaMixerRefiner(layers, K, LOOPS[cls]()),
         criterion=DETRCriterion(K, matcher=xyxy, weight_class=2.0, l1_box_format="xyxy"),
         num_classes=K,

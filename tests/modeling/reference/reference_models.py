@@ -44,7 +44,7 @@ from codetr.modeling.necks import ChannelMapper, InputProjection, SingleScalePyr
 from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
 from codetr.modeling.queries import LearnedAnchorQueries, LearnedPointQueries
 from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
-from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+from codetr.modeling.queries.whole_image import WholeImageQueries
 from codetr.modeling.queries.positive_queries import PositiveQueries
 from codetr.modeling.transformers import DeformableTransformer, SingleScaleTransformer
 
@@ -247,7 +247,7 @@ def adamixer(loop: str = "deqdet") -> AdaMixer:
     return cls(
         backbone=backbone,
         neck=SharedNormChannelMapper(backbone.output_shape(), ["res2", "res3", "res4", "res5"], D, num_groups=8),
-        queries=FixedBoxQueries(8, D),
+        queries=WholeImageQueries(8, D),
         decoder=AdaMixerRefiner(layers, K, make_loop()),
         criterion=DETRCriterion(K, matcher=xyxy, weight_class=2.0, l1_box_format="xyxy"),
         num_classes=K,

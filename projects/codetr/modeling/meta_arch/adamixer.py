@@ -8,7 +8,7 @@ inference, postprocessing); what is their own:
   sampling then reads beyond an image what it reads beyond the same image alone) ->
   ``EncoderOutput.from_levels`` (no encoder, no positional embedding), carrying each image's
   normalisation size ``image_wh`` (xyzr positions are pixels);
-- ``matching_queries``: ``FixedBoxQueries``, learned contents at the whole-image box (xyzr pixels).
+- ``matching_queries``: ``WholeImageQueries``, learned contents at the whole-image box (xyzr pixels).
 
 The rest is the base's. Fixed-target queries (Co-DETR's positive queries,
 ``CoDETR(detector=DEQDet(...))``) become a group whose references are xyzr pixels (the decoder's
@@ -50,8 +50,8 @@ from codetr.modeling.decoders.refinement import AdaMixerRefiner
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.necks import padding_mask_at_stride
 from codetr.modeling.queries import QueryGroup
-from codetr.modeling.queries.denoising import FixedTargetQueries
-from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
+from codetr.modeling.queries.whole_image import WholeImageQueries
 
 from .query_detector import QueryDetector, normalization_wh
 
@@ -65,7 +65,7 @@ class AdaMixer(QueryDetector):
     """Args:
         backbone: a Detectron2 ``Backbone`` (ResNet with res2..res5).
         neck: ``SharedNormChannelMapper`` (its ``strides`` must be the decoder layers' strides).
-        queries: ``FixedBoxQueries``.
+        queries: ``WholeImageQueries``.
         decoder: ``AdaMixerRefiner``.
         criterion: ``DETRCriterion`` (official: focal 2, L1 5, GIoU 2 on normalised xyxy).
         num_classes, num_queries: optional, checked against the heads / criterion / queries.
@@ -83,7 +83,7 @@ class AdaMixer(QueryDetector):
         self,
         backbone: Backbone,
         neck: nn.Module,
-        queries: FixedBoxQueries,
+        queries: WholeImageQueries,
         decoder: AdaMixerRefiner,
         criterion: DETRCriterion,
         num_classes: Optional[int] = None,

@@ -18,7 +18,8 @@ from torch import nn
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.queries import QueryGroup
-from codetr.modeling.queries.denoising import DenoisingGenerator, FixedTargetQueries
+from codetr.modeling.queries.denoising import DenoisingGenerator
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
 from codetr.modeling.transformers.single_scale import SingleScaleTransformer
 
 from .query_detector import QueryDetector

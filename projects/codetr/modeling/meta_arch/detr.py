@@ -21,7 +21,7 @@ from codetr.layers.box_ops import box_cxcywh_to_xyxy
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.queries import QueryGroup
-from codetr.modeling.queries.denoising import FixedTargetQueries
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
 from codetr.modeling.transformers.single_scale import SingleScaleTransformer
 
 from .query_detector import QueryDetector

@@ -10,7 +10,7 @@ flow is ``QueryDetector``'s.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
@@ -20,7 +20,8 @@ from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries import QueryGroup
-from codetr.modeling.queries.denoising import DenoisingGenerator, FixedTargetQueries
+from codetr.modeling.queries.denoising import DenoisingGenerator
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
 from codetr.modeling.transformers import DeformableTransformer
 
 from .query_detector import QueryDetector

@@ -29,7 +29,7 @@ from codetr.modeling.encoders import EncoderOutput
 from codetr.modeling.necks import padding_mask_at_stride
 from codetr.modeling.postprocess import clip_boxes, rescale_detections
 from codetr.modeling.queries import QueryGroup
-from codetr.modeling.queries.denoising import FixedTargetQueries
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
 
 from .preprocess import normalize_and_pad
 

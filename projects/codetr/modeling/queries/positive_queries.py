@@ -47,7 +47,7 @@ from codetr.layers.box_ops import box_xyxy_to_cxcywh, inverse_sigmoid
 from codetr.layers.position_encoding import get_sine_pos_embed
 from codetr.layers.transformer_blocks import xavier_uniform_matrices
 from codetr.modeling.heads.base import AssignedSamples
-from codetr.modeling.queries.denoising import FixedTargetQueries
+from codetr.modeling.queries.fixed_target import FixedTargetQueries
 
 __all__ = ["select_positive_queries", "PositiveQueries"]
 

@@ -2,11 +2,11 @@ import math
 
 import torch
 
-from codetr.modeling.queries.fixed_boxes import FixedBoxQueries
+from codetr.modeling.queries.whole_image import WholeImageQueries
 
 
 def test_whole_image_boxes_and_normalised_content():
-    q = FixedBoxQueries(num_queries=3, embed_dim=8)
+    q = WholeImageQueries(num_queries=3, embed_dim=8)
     content, xyzr = q(torch.tensor([[64.0, 32.0], [20.0, 80.0]]))
     assert content.shape == (2, 3, 8) and xyzr.shape == (2, 3, 4)
     # image 0: 64 x 32 -> centre (32, 16), z = log2(sqrt(64 * 32)), r = log2(32 / 64) = -1
@@ -18,7 +18,7 @@ def test_whole_image_boxes_and_normalised_content():
 
 
 def test_boxes_frozen_content_learned():
-    q = FixedBoxQueries(num_queries=2, embed_dim=4)
+    q = WholeImageQueries(num_queries=2, embed_dim=4)
     assert set(q.state_dict()) == {"boxes", "content"}
     assert not q.boxes.requires_grad and q.content.requires_grad and [n for n, _ in q.named_parameters()] == ["content"]
     content, xyzr = q(torch.tensor([[10.0, 10.0]]))

@@ -3,7 +3,8 @@
 Every query starts at the normalised cxcywh box (0.5, 0.5, 1, 1), i.e. the whole unpadded image,
 as (x, y, z, r) pixels of each image (``codetr.modeling.coders``); the box embedding is
 stored (the official releases' ``init_proposal_bboxes``) but frozen. The content is a learned
-embedding, LayerNorm'ed (no affine) before use.
+embedding, LayerNorm'ed (no affine) before use. (Their boxes are fixed; their targets are found by
+matching, unlike ``FixedTargetQueries``, whose targets are known.)
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from torch import Tensor, nn
 
 from codetr.modeling.coders import XYZRCoder
 
-__all__ = ["FixedBoxQueries"]
+__all__ = ["WholeImageQueries"]
 
 
-class FixedBoxQueries(nn.Module):
+class WholeImageQueries(nn.Module):
     """Args: num_queries (100 / 300), embed_dim (256).
 
     State: ``boxes`` (Q, 4) normalised cxcywh (0.5, 0.5, 1, 1), a buffer (not trained, kept in the

@@ -29,12 +29,7 @@ from test_dino import PatchBackbone, tiny_dino  # noqa: E402
 from test_tood import tiny_tood  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def shapes_image(index, h, w):

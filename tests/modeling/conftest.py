@@ -1,12 +1,7 @@
-"""Shared set-up of the model tests."""
+"""Shared set-up of the model tests: every one runs on one thread (tests/conftest.py's fixture)."""
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, especially on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)

@@ -2,7 +2,6 @@
 across decoder layers, no final decoder norm, ``pos_trans`` query positions, top-k by class 0,
 binary encoder loss on all positions, Co-Deformable positive queries with ``head_pos_embed``,
 and a training step of a tiny Co-Deformable CoDETR. Checked against independent computations."""
-import itertools
 import math
 import os
 import sys
@@ -25,6 +24,7 @@ from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
 from codetr.modeling.queries.two_stage import gen_encoder_output_proposals
 from codetr.modeling.transformers import DeformableTransformer
+from support.matching import brute_force_assignment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 for _dir in (os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "queries")):  # shared test helpers
@@ -215,7 +215,7 @@ def brute_force_matching(logits, boxes, targets):
             l1 = sum(abs(p - v) for p, v in zip(boxes[b][qi], gts[g]))
             return 2 * cls + 5 * l1 - 2 * iou_giou(boxes[b][qi], gts[g])[1]
 
-        best = min(itertools.permutations(range(q), len(gts)), key=lambda p: sum(cost(qi, g) for g, qi in enumerate(p)))
+        best, _ = brute_force_assignment(cost, q, len(gts))
         out.update({(b, qi): None for qi in range(q)})
         out.update({(b, qi): (labels[g], gts[g]) for g, qi in enumerate(best)})
     return out

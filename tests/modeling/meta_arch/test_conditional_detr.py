@@ -2,7 +2,6 @@
 import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.structures import pairwise_iou
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
 from codetr.modeling.criterion import DETRCriterion
@@ -13,6 +12,7 @@ from codetr.modeling.necks import InputProjection
 from codetr.modeling.queries import LearnedAnchorQueries, LearnedPointQueries
 from codetr.modeling.queries.denoising import dn_detr_denoising
 from codetr.modeling.transformers import SingleScaleTransformer
+from support.training import assert_overfits_two_images
 
 from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
@@ -137,26 +137,7 @@ def test_bfloat16_autocast_training_step(variant):
 
 @pytest.mark.parametrize("variant", ["conditional", "dn_dab"])
 def test_tiny_model_overfits_two_images(variant):
-    model = tiny(variant, num_queries=12, seed=1).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    history = []
-    for _ in range(60):
-        loss = sum(model(BATCH).values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        opt.step()
-        history.append(loss.item())
-    assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5, history
-    model.eval()
-    with torch.no_grad():
-        results = model(BATCH)
-    for r, x in zip(results, BATCH):
-        inst, gt = r["instances"], x["instances"]
-        iou = pairwise_iou(gt.gt_boxes, inst.pred_boxes)
-        for g, label in enumerate(gt.gt_classes):
-            best = (inst.scores * (inst.pred_classes == label)).argmax()
-            assert iou[g, best] > 0.5, (variant, g, iou[g, best])
+    assert_overfits_two_images(tiny(variant, num_queries=12, seed=1), BATCH, steps=60)
 
 
 def _co_conditional(variant="conditional_pos", seed=0):

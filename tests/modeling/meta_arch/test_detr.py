@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.structures import pairwise_iou
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy
 from codetr.layers.position_encoding import PositionEmbeddingSine
@@ -17,6 +16,8 @@ from codetr.modeling.meta_arch import DETR
 from codetr.modeling.necks import InputProjection
 from codetr.modeling.queries import LearnedPointQueries, LearnedPositionQueries
 from codetr.modeling.transformers import SingleScaleTransformer
+from support.matching import brute_force_assignment
+from support.training import assert_overfits_two_images
 
 from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
@@ -61,7 +62,6 @@ def test_training_step_losses_and_gradients():
 def test_class_loss_is_the_official_weighted_cross_entropy():
     """The last layer's class loss equals DETR's ``F.cross_entropy(logits.transpose(1, 2),
     target_classes, empty_weight)`` with the targets of an independent brute-force matching."""
-    from itertools import permutations
 
     model = tiny(num_queries=5).train()
     images = model.preprocess_image(BATCH)
@@ -75,7 +75,7 @@ def test_class_loss_is_the_official_weighted_cross_entropy():
         giou = torch.stack([torch.stack([_giou(boxes[b, q], t["boxes"][g]) for g in range(len(t["labels"]))])
                             for q in range(5)])
         cost = -prob[:, t["labels"]] + 5 * torch.cdist(boxes[b], t["boxes"], p=1) - 2 * giou
-        best = min(permutations(range(5), len(t["labels"])), key=lambda qs: sum(cost[q, g] for g, q in enumerate(qs)))
+        best, _ = brute_force_assignment(lambda q, g: cost[q, g], 5, len(t["labels"]))
         for g, q in enumerate(best):
             target_classes[b, q] = t["labels"][g]
     empty_weight = torch.ones(K + 1)
@@ -135,26 +135,7 @@ def test_bfloat16_autocast_training_step():
 
 
 def test_tiny_model_overfits_two_images():
-    model = tiny(num_queries=12, seed=1).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    history = []
-    for _ in range(80):
-        loss = sum(model(BATCH).values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        opt.step()
-        history.append(loss.item())
-    assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5, history
-    model.eval()
-    with torch.no_grad():
-        results = model(BATCH)
-    for r, x in zip(results, BATCH):
-        inst, gt = r["instances"], x["instances"]
-        iou = pairwise_iou(gt.gt_boxes, inst.pred_boxes)
-        for g, label in enumerate(gt.gt_classes):
-            best = (inst.scores * (inst.pred_classes == label)).argmax()
-            assert iou[g, best] > 0.5, (g, iou[g, best])
+    assert_overfits_two_images(tiny(num_queries=12, seed=1), BATCH, steps=80)
 
 
 def test_bad_parts_are_refused():

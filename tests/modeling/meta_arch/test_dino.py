@@ -3,7 +3,7 @@ import pytest
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone
-from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.structures import Boxes, Instances
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
 from codetr.modeling.criterion import DETRCriterion
@@ -13,6 +13,7 @@ from codetr.modeling.meta_arch import DINO
 from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
 from codetr.modeling.transformers import DeformableTransformer
+from support.training import assert_overfits_two_images
 
 D, K = 32, 3
 
@@ -224,27 +225,7 @@ def test_bfloat16_autocast_training_step():
 
 
 def test_tiny_model_overfits_two_images():
-    model = tiny_dino(num_queries=20, seed=1).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    history = []
-    for _ in range(40):
-        loss = sum(model(BATCH).values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        opt.step()
-        history.append(loss.item())
-    assert sum(history[-5:]) / 5 < 0.5 * sum(history[:5]) / 5, history
-    # the best-scoring detection of each ground truth's class finds that object
-    model.eval()
-    with torch.no_grad():
-        results = model(BATCH)
-    for r, x in zip(results, BATCH):
-        inst, gt = r["instances"], x["instances"]
-        iou = pairwise_iou(gt.gt_boxes, inst.pred_boxes)
-        for g, label in enumerate(gt.gt_classes):
-            best = (inst.scores * (inst.pred_classes == label)).argmax()
-            assert iou[g, best] > 0.5, (g, iou[g, best])
+    assert_overfits_two_images(tiny_dino(num_queries=20, seed=1), BATCH, steps=40)
 
 
 @pytest.mark.parametrize("nms", ["nms", "soft_nms"])

@@ -18,6 +18,7 @@ from codetr.export.onnx_export import export_onnx  # noqa: E402
 from codetr.export.onnx_ops import ms_deform_attn_translation  # noqa: E402
 from codetr.export.weights import load_inference_weights  # noqa: E402
 from codetr.layers.ms_deform_attn import ms_deform_attn, ms_deform_attn_reference  # noqa: E402
+from support.models import PatchBackbone  # noqa: E402
 
 _MODELING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling")
 sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny builders (either layout)
@@ -25,7 +26,7 @@ from test_co_deformable_detr import deformable_transformer  # noqa: E402
 from test_co_detr import tiny_co_detr  # noqa: E402
 from test_conditional_detr import tiny as tiny_conditional_detr  # noqa: E402
 from test_detr import tiny as tiny_detr  # noqa: E402
-from test_dino import PatchBackbone, tiny_dino  # noqa: E402
+from test_dino import tiny_dino  # noqa: E402
 from test_tood import tiny_tood  # noqa: E402
 
 

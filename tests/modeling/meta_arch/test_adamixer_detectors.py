@@ -12,8 +12,8 @@ from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import AdaMixer, DEQDet, RNNDet
 from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
 from codetr.modeling.queries.whole_image import WholeImageQueries
+from support.models import BATCH, PatchBackbone, make_input
 
-from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
 D, K, Q = 16, 3, 6
 STRIDES = (8, 16, 32)

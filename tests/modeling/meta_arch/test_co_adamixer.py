@@ -15,9 +15,8 @@ from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
 from codetr.modeling.queries.fixed_target import FixedTargetQueries
 from codetr.modeling.queries.whole_image import WholeImageQueries
 from codetr.modeling.queries.positive_queries import PositiveQueries
+from support.models import BATCH, RES2_RES5, PatchBackbone, make_input
 
-from test_co_detr import PatchBackbone  # noqa: E402  (res2..res5; tests/modeling/meta_arch is on sys.path)
-from test_dino import BATCH, make_input  # noqa: E402
 
 D, K, Q = 16, 3, 6
 STRIDES = (4, 8, 16, 32)  # res2..res5: the auxiliary pyramid is p2..p6
@@ -30,7 +29,7 @@ LOOPS = {
 
 def tiny_detector(cls=DEQDet, seed=0):
     torch.manual_seed(seed)
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     layers = adamixer_layers(2, embed_dim=D, num_heads=2, ffn_dim=32, num_groups=2, in_points=4, out_points=3,
                              strides=STRIDES)
     xyxy = HungarianMatcher(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, l1_box_format="xyxy")

@@ -25,19 +25,17 @@ from codetr.modeling.queries.positive_queries import PositiveQueries, select_pos
 from codetr.modeling.queries.two_stage import gen_encoder_output_proposals
 from codetr.modeling.transformers import DeformableTransformer
 from support.matching import brute_force_assignment
+from support.models import BATCH, RES2_RES5, PatchBackbone, make_input
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 for _dir in (os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "queries")):  # shared test helpers
     if _dir not in sys.path:
         sys.path.insert(0, _dir)
 
-from test_co_detr import PatchBackbone  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 from test_criterion import GT, expected_losses, focal, iou_giou  # noqa: E402
-from test_dino import BATCH, make_input  # noqa: E402
 from test_positive_queries import SIZES, make_samples, sine  # noqa: E402
 
 D, K, HEADS = 32, 3, 4
-
 
 
 def _logit(x):
@@ -137,7 +135,7 @@ def test_query_positions_are_chosen_per_group_and_options_are_checked():
     assert not dino_style.proposal_positions and not hasattr(dino_style, "pos_trans")
     assert dino_style.select_queries(enc)[0].query_pos is None
     assert deformable_transformer().proposal_positions and hasattr(deformable_transformer(), "pos_trans")
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     with pytest.raises(ValueError, match="denoising queries take their positions from the decoder's ref_point_head"):
         DINO(backbone=backbone, position_embedding=PositionEmbeddingSine(D // 2, normalize=True),
              neck=ChannelMapper(backbone.output_shape(), ["res4", "res5"], D, num_outs=2, num_groups=8),
@@ -345,7 +343,7 @@ def tiny_co_deformable_detr(seed=0, one_stage="atss"):
     """4 scales (strides 8..64) + p7, Faster R-CNN and ATSS (or T-Head) heads with features, 20
     queries."""
     torch.manual_seed(seed)
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64)
     transformer = DeformableTransformer(
         DeformableEncoder(1, **kw),

@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone
+from detectron2.modeling import META_ARCH_REGISTRY
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
 from codetr.layers.position_encoding import PositionEmbeddingSine
@@ -23,41 +22,18 @@ from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.queries.positive_queries import PositiveQueries
 from codetr.modeling.transformers import DeformableTransformer
+from support.models import BATCH, RES2_RES5, PatchBackbone, make_input
 
-from test_dino import BATCH, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
 D, K = 32, 3
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-
-class PatchBackbone(Backbone):
-    """Non-overlapping strided convs res2..res5 (strides 4..32)."""
-
-    def __init__(self, c=16):
-        super().__init__()
-        self.res2 = torch.nn.Conv2d(3, c, 4, 4)
-        self.res3 = torch.nn.Conv2d(c, c, 2, 2)
-        self.res4 = torch.nn.Conv2d(c, c, 2, 2)
-        self.res5 = torch.nn.Conv2d(c, c, 2, 2)
-        self.c = c
-
-    def forward(self, x):
-        out, names = {}, ("res2", "res3", "res4", "res5")
-        for n in names:
-            x = getattr(self, n)(x).relu()
-            out[n] = x
-        return out
-
-    def output_shape(self):
-        return {f"res{i}": ShapeSpec(channels=self.c, stride=2**i) for i in (2, 3, 4, 5)}
 
 
 def tiny_dino(scales=5, class_loss="qfl", seed=0):
     """A DINO with ``scales`` encoder levels: 5 -> strides 4..64 (res2..res5 + 1 extra),
     4 -> strides 8..64 (res3..res5 + 1 extra)."""
     torch.manual_seed(seed)
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     feats = ["res2", "res3", "res4", "res5"][-(scales - 1):]
     kw = dict(embed_dim=D, num_heads=4, num_levels=scales, num_points=2, ffn_dim=64)
     transformer = DeformableTransformer(

@@ -12,9 +12,9 @@ from codetr.modeling.necks import InputProjection
 from codetr.modeling.queries import LearnedAnchorQueries, LearnedPointQueries
 from codetr.modeling.queries.denoising import dn_detr_denoising
 from codetr.modeling.transformers import SingleScaleTransformer
+from support.models import BATCH, PatchBackbone, make_input
 from support.training import assert_overfits_two_images
 
-from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
 D, K = 32, 3
 VARIANTS = ["conditional", "dab", "dn_dab", "dn_conditional"]

@@ -17,9 +17,9 @@ from codetr.modeling.necks import InputProjection
 from codetr.modeling.queries import LearnedPointQueries, LearnedPositionQueries
 from codetr.modeling.transformers import SingleScaleTransformer
 from support.matching import brute_force_assignment
+from support.models import BATCH, PatchBackbone, make_input
 from support.training import assert_overfits_two_images
 
-from test_dino import BATCH, PatchBackbone, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 
 D, K = 32, 3
 

@@ -1,9 +1,7 @@
 """DINO meta-architecture on tiny models (CPU, seconds)."""
 import pytest
 import torch
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone
-from detectron2.structures import Boxes, Instances
+from detectron2.modeling import META_ARCH_REGISTRY
 
 from codetr.layers.position_encoding import PositionEmbeddingSine
 from codetr.modeling.criterion import DETRCriterion
@@ -13,30 +11,10 @@ from codetr.modeling.meta_arch import DINO
 from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
 from codetr.modeling.transformers import DeformableTransformer
+from support.models import BATCH, PatchBackbone, make_input
 from support.training import assert_overfits_two_images
 
 D, K = 32, 3
-
-
-
-class PatchBackbone(Backbone):
-    """Non-overlapping strided convs: a position's features depend only on its own pixels, so
-    features of an image do not depend on its padding (unlike a ResNet's border convs)."""
-
-    def __init__(self, c=16):
-        super().__init__()
-        self.res3 = torch.nn.Conv2d(3, c, 8, 8)
-        self.res4 = torch.nn.Conv2d(c, c, 2, 2)
-        self.res5 = torch.nn.Conv2d(c, c, 2, 2)
-        self.c = c
-
-    def forward(self, x):
-        r3 = self.res3(x).relu()
-        r4 = self.res4(r3).relu()
-        return {"res3": r3, "res4": r4, "res5": self.res5(r4).relu()}
-
-    def output_shape(self):
-        return {f"res{i}": ShapeSpec(channels=self.c, stride=2**i) for i in (3, 4, 5)}
 
 
 def tiny_dino(denoising="cdn", num_queries=20, seed=0):
@@ -64,23 +42,6 @@ def tiny_dino(denoising="cdn", num_queries=20, seed=0):
         num_classes=K,
     )
 
-
-def make_input(h, w, boxes=(), labels=(), seed=0, orig=None):
-    g = torch.Generator().manual_seed(seed)
-    image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
-    inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    inst.gt_classes = torch.tensor(labels, dtype=torch.int64)
-    for (x0, y0, x1, y1), c in zip(boxes, labels):  # draw the objects so that they can be learned
-        image[c, int(y0):int(y1), int(x0):int(x1)] = 255
-    oh, ow = orig or (h, w)
-    return {"image": image, "instances": inst, "height": oh, "width": ow}
-
-
-BATCH = [
-    make_input(64, 64, [(8, 8, 40, 30), (30, 35, 60, 60)], [0, 2], seed=1),
-    make_input(64, 128, [(70, 10, 120, 50)], [1], seed=2),
-]
 
 def _zero_grad_names(model):
     return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() == 0}

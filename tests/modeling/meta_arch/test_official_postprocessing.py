@@ -21,10 +21,11 @@ from detectron2.structures import Boxes, Instances
 
 from codetr.modeling.heads.dense import dense_detections
 from codetr.modeling.meta_arch import DEQDet
+from support.models import make_input
 
 from test_adamixer_detectors import Q as DEQ_Q  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
 from test_adamixer_detectors import randomise, tiny  # noqa: E402
-from test_dino import make_input, tiny_dino  # noqa: E402
+from test_dino import tiny_dino  # noqa: E402
 from test_tood import tiny_tood  # noqa: E402
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),

@@ -14,9 +14,8 @@ from codetr.modeling.meta_arch import QueryDetector
 from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries import QueryGroup
 from codetr.modeling.transformers import DeformableTransformer
+from support.models import BATCH, RES2_RES5, PatchBackbone, make_input
 
-from test_co_detr import PatchBackbone  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
-from test_dino import BATCH, make_input  # noqa: E402
 
 D, K, Q = 32, 3, 7
 
@@ -37,7 +36,7 @@ class LearnedQueries(QueryDetector):
 
 def learned_queries_detector(seed=0):
     torch.manual_seed(seed)
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     kw = dict(embed_dim=D, num_heads=4, num_levels=3, num_points=2, ffn_dim=64)
     transformer = DeformableTransformer(DeformableEncoder(1, **kw), DeformableDecoder(2, num_classes=K, **kw),
                                         num_feature_levels=3, num_queries=Q, embed_dim=D, num_classes=K)

@@ -19,8 +19,6 @@ from typing import Callable, Dict, List
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import Backbone
 from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.resnet import BasicBlock
 from detectron2.structures import Boxes, Instances
@@ -47,6 +45,7 @@ from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
 from codetr.modeling.queries.whole_image import WholeImageQueries
 from codetr.modeling.queries.positive_queries import PositiveQueries
 from codetr.modeling.transformers import DeformableTransformer, SingleScaleTransformer
+from support.models import RES2_RES5, PatchBackbone
 
 D, K = 32, 3  # hidden width, classes
 SIZE_DIVISIBILITY = 128
@@ -59,34 +58,12 @@ GT = [
 SEED = 1234
 
 
-class PatchBackbone(Backbone):
-    """Non-overlapping strided convs res2..res5 (strides 4..32); no normalisation layer."""
-
-    def __init__(self, c: int = 16):
-        super().__init__()
-        self.res2 = torch.nn.Conv2d(3, c, 4, 4)
-        self.res3 = torch.nn.Conv2d(c, c, 2, 2)
-        self.res4 = torch.nn.Conv2d(c, c, 2, 2)
-        self.res5 = torch.nn.Conv2d(c, c, 2, 2)
-        self.c = c
-
-    def forward(self, x):
-        out = {}
-        for n in ("res2", "res3", "res4", "res5"):
-            x = getattr(self, n)(x).relu()
-            out[n] = x
-        return out
-
-    def output_shape(self):
-        return {f"res{i}": ShapeSpec(channels=self.c, stride=2**i) for i in (2, 3, 4, 5)}
-
-
 # ----------------------------------------------------------------------------- builders
 def dino(scales: int = 4, denoising: str = "cdn", look_forward_twice: bool = True, class_loss: str = "focal",
          nms=None, num_queries: int = 20) -> DINO:
     """DINO (CDN) or DN-Deformable-DETR (``denoising="dn"``, no look-forward-twice); ``scales`` 4
     (res3..res5 + 1, strides 8..64) or 5 (res2..res5 + 1, strides 4..64)."""
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     feats = ["res2", "res3", "res4", "res5"][-(scales - 1):]
     kw = dict(embed_dim=D, num_heads=4, num_levels=scales, num_points=2, ffn_dim=64, dropout=0.0)
     transformer = DeformableTransformer(
@@ -144,7 +121,7 @@ def co_dino(scales: int = 4, heads=("atss",)) -> CoDETR:
 
 def co_deformable_detr() -> CoDETR:
     """Co-Deformable-DETR: Deformable-DETR++ options, Faster R-CNN + ATSS heads with features."""
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64, dropout=0.0)
     transformer = DeformableTransformer(
         DeformableEncoder(1, **kw),
@@ -189,7 +166,7 @@ def tood() -> TOOD:
 def single_scale(variant: str = "conditional") -> ConditionalDETR:
     """Conditional DETR ("conditional": 2-d points), DAB-DETR ("dab": 4-d anchors, refined and
     hw-modulated), DN-DETR ("dn_dab") and DN-Conditional-DETR ("dn_conditional") on res5."""
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     points = variant in ("conditional", "dn_conditional")
     dn = variant.startswith("dn_")
     layer = dict(embed_dim=D, num_heads=4, ffn_dim=64, dropout=0.0, activation="relu" if points else "prelu")
@@ -233,7 +210,7 @@ ADAMIXER_STRIDES = (4, 8, 16, 32)
 def adamixer(loop: str = "deqdet") -> AdaMixer:
     """AdaMixer ("adamixer": 3 stages), DEQDet ("deqdet": [g, f] to a fixed point, perturbation
     on) or RNNDet ("rnndet": f unrolled 3 steps) on res2..res5, 8 queries."""
-    backbone = PatchBackbone()
+    backbone = PatchBackbone(levels=RES2_RES5)
     loops = {
         "adamixer": (AdaMixer, lambda: SequentialRefinement(3), 3),
         "deqdet": (DEQDet, lambda: FixedPointRefinement(refinement_steps=4, supervision_positions=(1, 2, 4),

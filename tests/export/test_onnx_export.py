@@ -22,7 +22,7 @@ from support.models import PatchBackbone  # noqa: E402
 
 _MODELING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling")
 sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny builders (either layout)
-from test_co_deformable_detr import deformable_transformer  # noqa: E402
+from support.deformable import deformable_transformer  # noqa: E402
 from test_co_detr import tiny_co_detr  # noqa: E402
 from test_conditional_detr import tiny as tiny_conditional_detr  # noqa: E402
 from test_detr import tiny as tiny_detr  # noqa: E402

@@ -1,8 +1,7 @@
-"""Co-Deformable-DETR (Deformable-DETR++ on the DINO framework): given query positions fixed
-across decoder layers, no final decoder norm, ``pos_trans`` query positions, top-k by class 0,
-binary encoder loss on all positions, Co-Deformable positive queries with ``head_pos_embed``,
-and a training step of a tiny Co-Deformable CoDETR. Checked against independent computations."""
-import math
+"""Co-Deformable-DETR (Deformable-DETR++ on the DINO framework): the binary encoder loss on all
+positions, Co-Deformable positive queries with ``head_pos_embed``, and a training step of a tiny
+Co-Deformable CoDETR (its decoder: tests/modeling/decoders/test_deformable.py; its query
+selection: tests/modeling/queries/test_two_stage.py). Checked against independent computations."""
 import os
 import sys
 
@@ -19,11 +18,10 @@ from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
 from codetr.modeling.heads.tood_head import TOODHead
 from codetr.modeling.meta_arch import DINO, CoDETR
 from codetr.modeling.necks import ChannelMapper
-from codetr.modeling.queries import QueryGroup
 from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
-from codetr.modeling.queries.two_stage import gen_encoder_output_proposals
 from codetr.modeling.transformers import DeformableTransformer
+from support.deformable import D, K, sine
 from support.matching import brute_force_assignment
 from support.models import BATCH, RES2_RES5, PatchBackbone, make_input
 
@@ -33,157 +31,8 @@ for _dir in (os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "queries
         sys.path.insert(0, _dir)
 
 from test_criterion import GT, expected_losses, focal, iou_giou  # noqa: E402
-from test_positive_queries import SIZES, make_samples, sine  # noqa: E402
+from test_positive_queries import SIZES, make_samples  # noqa: E402
 
-D, K, HEADS = 32, 3, 4
-
-
-def _logit(x):
-    x = x.clamp(0, 1)
-    return torch.log(x.clamp(min=1e-3) / (1 - x).clamp(min=1e-3))
-
-
-def deformable_transformer(num_queries=6, num_levels=2, seed=0, **kw):
-    torch.manual_seed(seed)
-    layer = dict(embed_dim=D, num_heads=HEADS, num_levels=num_levels, num_points=2, ffn_dim=48)
-    decoder = DeformableDecoder(2, num_classes=K, look_forward_twice=True, ref_point_head=False, post_norm=False,
-                                **layer)
-    opts = dict(select_by="first_class", enc_outputs="all")
-    opts.update(kw)
-    return DeformableTransformer(
-        DeformableEncoder(1, **layer), decoder, num_feature_levels=num_levels, num_queries=num_queries,
-        embed_dim=D, num_classes=K, **opts,
-    ).eval()
-
-
-def _encode(tr, seed=1, sizes=((8, 8), (4, 4)), pad=False):
-    g = torch.Generator().manual_seed(seed)
-    feats = [torch.randn(1, D, h, w, generator=g) for h, w in sizes]
-    masks = [torch.zeros(1, h, w, dtype=torch.bool) for h, w in sizes]
-    if pad:
-        masks[0][:, :, 6:] = True
-        masks[1][:, :, 3:] = True
-    pe = PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5)
-    return tr.encode(feats, masks, [pe(m) for m in masks])
-
-
-def _decode(tr, enc, groups, attn_mask=None):
-    out = tr.decoder(groups, enc, attn_mask)
-    return {"logits": out.logits, "boxes": out.boxes, "hidden": out.hidden}
-
-
-def _select(tr, enc):
-    group, enc_out = tr.select_queries(enc)
-    return {"tgt": group.content, "ref_boxes": group.reference, "query_pos": group.query_pos,
-            "enc_logits": enc_out["pred_logits"], "enc_boxes": enc_out["pred_boxes"]}
-
-
-# ----------------------------------------------------------------------------- decoder
-def test_decoder_given_query_pos_is_used_unchanged_and_heads_read_raw_outputs():
-    tr = deformable_transformer()
-    dec = tr.decoder
-    assert dec.ref_point_head is None and dec.norm is None
-    assert not any(n.startswith(("ref_point_head", "norm")) for n, _ in dec.named_parameters())
-    for box in dec.bbox_embed:  # non-trivial refinement
-        torch.nn.init.normal_(box.layers[-1].weight, std=0.5)
-    enc = _encode(tr, pad=True)
-    g = torch.Generator().manual_seed(3)
-    tgt, pos = torch.randn(1, 5, D, generator=g), torch.randn(1, 5, D, generator=g)
-    ref = torch.rand(1, 5, 4, generator=g) * 0.5 + 0.25
-    seen, outs = [], []
-    for layer in dec.layers:
-        layer.register_forward_pre_hook(lambda m, args: seen.append(args[1]))
-        layer.register_forward_hook(lambda m, args, out: outs.append(out))
-    out = _decode(tr, enc, [QueryGroup(tgt, ref, pos)])
-    assert len(seen) == 2 and all(p is pos for p in seen)  # the very same tensor at every layer
-    # heads on the raw layer outputs, look-forward-twice references
-    r0 = ref
-    r1 = (dec.bbox_embed[0](outs[0]) + _logit(r0)).sigmoid()
-    for i, (o, r) in enumerate(zip(outs, (r0, r1))):
-        torch.testing.assert_close(out["hidden"][i], o)
-        torch.testing.assert_close(out["logits"][i], F.linear(o, dec.class_embed[i].weight, dec.class_embed[i].bias))
-        torch.testing.assert_close(out["boxes"][i], (dec.bbox_embed[i](o) + _logit(r)).sigmoid())
-    # a different query_pos changes the outputs (it is used), none is an error
-    assert not torch.allclose(_decode(tr, enc, [QueryGroup(tgt, ref, pos + 1)])["logits"], out["logits"])
-    with pytest.raises(ValueError, match="query_pos"):
-        _decode(tr, enc, [QueryGroup(tgt, ref)])
-
-
-def test_query_positions_are_chosen_per_group_and_options_are_checked():
-    layer = dict(embed_dim=D, num_heads=HEADS, num_levels=2, num_points=2, ffn_dim=48)
-    dec = DeformableDecoder(1, num_classes=K, **layer)
-    # a decoder with a ref_point_head: a group with its own positions keeps them, a group without
-    # takes ref_point_head(reference)
-    dino_style = DeformableTransformer(DeformableEncoder(1, **layer), dec, num_feature_levels=2, num_queries=4,
-                                       embed_dim=D, num_classes=K)
-    enc = _encode(dino_style)
-    g = torch.Generator().manual_seed(4)
-    ref_a, ref_b = torch.rand(1, 3, 4, generator=g) * 0.5 + 0.25, torch.rand(1, 2, 4, generator=g) * 0.5 + 0.25
-    pos_b = torch.randn(1, 2, D, generator=g)
-    seen = []
-    dec.layers[0].register_forward_pre_hook(lambda m, args: seen.append(args[1]))
-    dec([QueryGroup(torch.randn(1, 3, D, generator=g), ref_a), QueryGroup(torch.randn(1, 2, D, generator=g), ref_b,
-                                                                           pos_b)], enc)
-    e = sine(ref_a, D // 2)  # DINO's order: y, x, w, h
-    e = torch.cat([e[..., D // 2:D], e[..., :D // 2], e[..., D:]], -1)
-    head = dec.ref_point_head.layers
-    torch.testing.assert_close(seen[0][:, :3], head[1](head[0](e).relu()), atol=1e-5, rtol=1e-4)
-    assert torch.equal(seen[0][:, 3:], pos_b)
-    with pytest.raises(ValueError, match="coordinates"):
-        dec([QueryGroup(torch.zeros(1, 2, D), torch.full((1, 2, 2), 0.5))], enc)
-    # the decoder decides who computes the matching positions: pos_trans exists only without ref_point_head
-    assert not dino_style.proposal_positions and not hasattr(dino_style, "pos_trans")
-    assert dino_style.select_queries(enc)[0].query_pos is None
-    assert deformable_transformer().proposal_positions and hasattr(deformable_transformer(), "pos_trans")
-    backbone = PatchBackbone(levels=RES2_RES5)
-    with pytest.raises(ValueError, match="denoising queries take their positions from the decoder's ref_point_head"):
-        DINO(backbone=backbone, position_embedding=PositionEmbeddingSine(D // 2, normalize=True),
-             neck=ChannelMapper(backbone.output_shape(), ["res4", "res5"], D, num_outs=2, num_groups=8),
-             transformer=deformable_transformer(), criterion=DETRCriterion(K), denoising=dino_denoising(K, D, 10),
-             num_classes=K)
-    with pytest.raises(ValueError, match="select_by"):
-        deformable_transformer(select_by="min")
-
-
-# ----------------------------------------------------------------------------- query selection
-def test_pos_trans_query_position_hand_computed():
-    tr = deformable_transformer(num_queries=6)
-    assert tr.pos_trans.weight.shape == (2 * D, 2 * D) and tr.pos_trans_norm.weight.shape == (2 * D,)
-    enc = _encode(tr)
-    sel = _select(tr, enc)
-    box = sel["ref_boxes"]
-    assert not box.requires_grad and sel["query_pos"].shape == (1, 6, D)
-    embed = sine(box, D // 2)  # cx, cy, w, h, D / 2 channels each, written out in the test
-    full = F.layer_norm(F.linear(embed, tr.pos_trans.weight, tr.pos_trans.bias), (2 * D,),
-                        tr.pos_trans_norm.weight, tr.pos_trans_norm.bias)
-    torch.testing.assert_close(sel["query_pos"], full[..., :D], atol=1e-5, rtol=1e-4)
-    # content: the learned embedding, for every image
-    torch.testing.assert_close(sel["tgt"][0], tr.tgt_embed.weight)
-
-
-def test_select_by_first_class_and_encoder_outputs_of_all_positions():
-    tr = deformable_transformer(num_queries=5)
-    with torch.no_grad():  # make class 0 disagree with the max over classes
-        tr.enc_class_embed.weight.normal_(std=2.0)
-        tr.enc_class_embed.bias.copy_(torch.tensor([0.0, 3.0, -1.0]))
-    enc = _encode(tr, pad=True)
-    sel = _select(tr, enc)
-    _, proposals, valid = gen_encoder_output_proposals(enc.memory, enc.memory_mask, enc.shapes)
-    memory = enc.memory.masked_fill(~valid[..., None], 0.0)
-    out_memory = tr.enc_output_norm(tr.enc_output(memory))
-    logits = tr.enc_class_embed(out_memory)[0]
-    boxes = (tr.enc_bbox_embed(out_memory)[0] + proposals[0]).sigmoid()
-    first = logits[:, 0].masked_fill(~valid[0], -float("inf"))
-    best = sorted(range(len(first)), key=lambda i: -first[i].item())[:5]
-    torch.testing.assert_close(sel["ref_boxes"][0], boxes[best])
-    by_max = logits.max(-1).values.masked_fill(~valid[0], -float("inf")).topk(5).indices.tolist()
-    assert set(by_max) != set(best)  # the two rules differ on this case
-    # encoder outputs of every position (S of them), for the encoder loss
-    s = enc.memory.shape[1]
-    assert sel["enc_logits"].shape == (1, s, K) and sel["enc_boxes"].shape == (1, s, 4)
-    torch.testing.assert_close(sel["enc_logits"][0], logits)
-    torch.testing.assert_close(sel["enc_boxes"][0], boxes)
-    assert (sel["enc_boxes"][0][~valid[0]] == 1).all()  # +inf proposal logits
 
 
 # ----------------------------------------------------------------------------- binary encoder loss

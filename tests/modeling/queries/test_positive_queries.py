@@ -1,12 +1,12 @@
 """Co-DETR's customized positive queries: slot counts, padding with negatives, subsampling,
 coordinates of references and targets, content queries."""
-import math
 
 import pytest
 import torch
 
 from codetr.modeling.heads.base import AssignedSamples
 from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
+from support.deformable import sine
 
 K = 5
 
@@ -108,19 +108,6 @@ def test_coordinates_hand_computed():
     torch.testing.assert_close(ref[:3], torch.tensor([0.15, 0.3, 0.8]))
     assert 0.99 < ref[3] < 1.0
     assert sel["labels"][0].tolist() == [3, 1]
-
-
-def sine(boxes, feats_per_coord):
-    """Independent statement of Co-DETR's get_proposal_pos_embed on normalised cxcywh."""
-    out = []
-    for c in range(4):
-        x = boxes[..., c] * 2 * math.pi
-        chans = []
-        for i in range(feats_per_coord):
-            v = x / 10000 ** (2 * (i // 2) / feats_per_coord)
-            chans.append(torch.sin(v) if i % 2 == 0 else torch.cos(v))
-        out.append(torch.stack(chans, -1))
-    return torch.cat(out, -1)
 
 
 @pytest.mark.parametrize("with_feats", [False, True])

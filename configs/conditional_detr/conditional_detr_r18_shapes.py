@@ -24,14 +24,20 @@ lr_multiplier = multistep([11], epochs=12)  # x0.1 for the last 1/12 of the run,
 optimizer.lr = 5e-4
 optimizer.params.lr_factors = {}
 
-model.num_classes = 8
-model.num_queries = 100
 
-resnet18_from_scratch(model.backbone)
-model.neck.input_shapes = {"res5": ShapeSpec(channels=512, stride=32)}
-model.neck.out_channels = HIDDEN
-model.position_embedding.num_pos_feats = HIDDEN // 2
 
-model.transformer.encoder.update(num_layers=2, embed_dim=HIDDEN, ffn_dim=4 * HIDDEN)
-model.transformer.decoder.update(num_layers=3, embed_dim=HIDDEN, ffn_dim=4 * HIDDEN)
-model.transformer.queries.embed_dim = HIDDEN
+def small_single_scale(model, hidden: int = HIDDEN):
+    """The single-scale DETR (Conditional DETR, DAB-DETR, DETR) of this setting: 8 classes, 100
+    queries, an R18 from scratch (C5), hidden ``hidden``, 2 encoder / 3 decoder layers, FFN 4x."""
+    model.num_classes = 8
+    model.num_queries = 100
+    resnet18_from_scratch(model.backbone)
+    model.neck.input_shapes = {"res5": ShapeSpec(channels=512, stride=32)}
+    model.neck.out_channels = hidden
+    model.position_embedding.num_pos_feats = hidden // 2
+    model.transformer.encoder.update(num_layers=2, embed_dim=hidden, ffn_dim=4 * hidden)
+    model.transformer.decoder.update(num_layers=3, embed_dim=hidden, ffn_dim=4 * hidden)
+    model.transformer.queries.embed_dim = hidden
+
+
+small_single_scale(model)

@@ -34,9 +34,9 @@ def config_tree(path: str) -> str:
 
     cfg = LazyConfig.load(os.path.join(ROOT, path))
     try:
-        return OmegaConf.to_yaml(cfg, resolve=True)
+        return OmegaConf.to_yaml(cfg, resolve=True, sort_keys=True)
     except InterpolationResolutionError:
-        return "# unresolved (a fragment)\n" + OmegaConf.to_yaml(cfg, resolve=False)
+        return "# unresolved (a fragment)\n" + OmegaConf.to_yaml(cfg, resolve=False, sort_keys=True)
 
 
 def main() -> None:

@@ -7,18 +7,6 @@ from ....configs.conditional_detr.dn_conditional_detr_r18_shapes import (  # noq
     optimizer,
     train,
 )
-from .tiny_data import TINY_NUM_CLASSES, TINY_TRAIN, TINY_VAL
+from .tiny_data import shrink_detr_config
 
-dataloader.train.dataset.names = TINY_TRAIN
-dataloader.test.dataset.names = TINY_VAL
-dataloader.train.total_batch_size = 2
-dataloader.train.mapper.crop_prob = 0.0
-dataloader.train.mapper.augmentation.min_sizes = [64]
-dataloader.train.mapper.augmentation.max_size = 64
-dataloader.test.mapper.augmentation.short_size = 64
-dataloader.test.mapper.augmentation.max_size = 64
-
-model.num_classes = TINY_NUM_CLASSES
-model.num_queries = 20
-model.select_box_nums_for_evaluation = 20
-train.output_dir = "./output/dn_conditional_detr_r18_tiny"
+shrink_detr_config(dataloader, model, train, "dn_conditional_detr_r18_tiny")

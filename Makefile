@@ -4,7 +4,7 @@
 # Set-up (tools/setup_venv.sh, tools/build_ext.sh) creates or repairs .venv and (re)builds the op
 # only when something changed; on a machine that is already set up it takes a few seconds.
 PY := .venv/bin/python
-CONFIG ?= configs/co_dino/co_dino_r18_shapes.py
+CONFIG ?= configs/co_dino/co_dino_lite0_shapes.py
 OUTPUT ?= output/$(basename $(notdir $(CONFIG)))
 ARGS ?=
 PYTEST_ARGS ?=

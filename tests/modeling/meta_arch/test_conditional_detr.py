@@ -12,6 +12,7 @@ from codetr.modeling.necks import InputProjection
 from codetr.modeling.queries import LearnedAnchorQueries, LearnedPointQueries
 from codetr.modeling.queries.denoising import dn_detr_denoising
 from codetr.modeling.transformers import SingleScaleTransformer
+from support.inference import assert_batched_equals_single
 from support.models import BATCH, PatchBackbone, make_input
 from support.training import assert_overfits_two_images
 
@@ -69,15 +70,7 @@ def test_training_step_losses_and_gradients(variant):
 def test_batched_inference_equals_single_image(variant):
     model = tiny(variant, dropout=0.1).eval()
     inputs = [make_input(128, 128, seed=5), make_input(64, 96, seed=6)]  # padded to 128 x 128
-    with torch.no_grad():
-        batched = model(inputs)
-        singles = [model([x])[0] for x in inputs]
-    for b, s in zip(batched, singles):
-        b, s = b["instances"], s["instances"]
-        assert len(b) == 20
-        torch.testing.assert_close(b.scores, s.scores, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(b.pred_boxes.tensor, s.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
-        assert torch.equal(b.pred_classes, s.pred_classes)
+    assert_batched_equals_single(model, inputs, num_detections=20)
 
 
 def test_dn_queries_take_noised_centres_as_reference_points():

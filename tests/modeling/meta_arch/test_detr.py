@@ -17,6 +17,7 @@ from codetr.modeling.necks import InputProjection
 from codetr.modeling.queries import LearnedPointQueries, LearnedPositionQueries
 from codetr.modeling.transformers import SingleScaleTransformer
 from support.matching import brute_force_assignment
+from support.inference import assert_batched_equals_single
 from support.models import BATCH, PatchBackbone, make_input
 from support.training import assert_overfits_two_images
 
@@ -96,15 +97,7 @@ def _giou(a, b):
 def test_batched_inference_equals_single_image():
     model = tiny(dropout=0.1).eval()
     inputs = [make_input(128, 128, seed=5), make_input(64, 96, seed=6)]  # padded to 128 x 128
-    with torch.no_grad():
-        batched = model(inputs)
-        singles = [model([x])[0] for x in inputs]
-    for b, s in zip(batched, singles):
-        b, s = b["instances"], s["instances"]
-        assert len(b) == 10
-        torch.testing.assert_close(b.scores, s.scores, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(b.pred_boxes.tensor, s.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
-        assert torch.equal(b.pred_classes, s.pred_classes)
+    assert_batched_equals_single(model, inputs, num_detections=10)
 
 
 def test_inference_is_the_official_postprocess():

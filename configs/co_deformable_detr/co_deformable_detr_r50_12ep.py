@@ -47,7 +47,6 @@ detector.transformer.select_by = "first_class"
 detector.transformer.enc_outputs = "all"
 detector.transformer.decoder.ref_point_head = False
 detector.transformer.decoder.post_norm = False
-detector.criterion.with_dn = False
 detector.criterion.binary_enc_loss = True
 detector.criterion.class_loss = "focal"
 detector.criterion.weight_class = 2.0
@@ -55,7 +54,7 @@ detector.nms = None
 detector.select_box_nums_for_evaluation = 100
 
 # auxiliary pyramid: the encoder levels (strides 8..64) + stride 128; RoIAlign on p3..p6
-model = co_detr(detector, ["p3", "p4", "p5", "p6", "p7"], embed_dim=256, num_decoder_layers=6, num_roi_levels=4)
+model = co_detr(detector, ["p3", "p4", "p5", "p6", "p7"], num_decoder_layers=6, num_roi_levels=4)
 # each sample carries its feature (mean-pooled RoI / pyramid feature), added to its query
 model.aux_heads[0].return_features = True
 model.aux_heads[1].return_features = True

@@ -18,7 +18,7 @@ of 512 (still 25% positive). With the official numbers torchvision's single-thre
 ``torch.profiler`` at 256 px, batch 4); see ``benchmarks/shapes_models_cost.md``.
 """
 from ..common.co_detr import co_detr
-from ..dino.dino_r18_shapes import HIDDEN, dataloader, lr_multiplier, optimizer, train
+from ..dino.dino_r18_shapes import HIDDEN, dataloader, lr_multiplier, optimizer, train  # noqa: F401
 from ..dino.dino_r18_shapes import model as detector  # noqa: E402  (one module load per statement)
 
 train.output_dir = "./output/co_dino_r18_shapes"
@@ -33,7 +33,7 @@ NUM_DECODER_LAYERS = 3
 PYRAMID = ["p3", "p4", "p5", "p6", "p7"]
 STRIDES = [8, 16, 32, 64, 128]
 
-model = co_detr(detector, PYRAMID, embed_dim=HIDDEN, num_decoder_layers=NUM_DECODER_LAYERS, num_roi_levels=4,
+model = co_detr(detector, PYRAMID, num_decoder_layers=NUM_DECODER_LAYERS, num_roi_levels=4,
                 lambda_2=LAMBDA_2)
 model.aux_heads[0].update(  # the CPU sizing of the Faster R-CNN head (module docstring)
     fc_dim=256, pre_nms_topk=(1000, 1000), post_nms_topk=(300, 300), roi_batch_size_per_image=128

@@ -1,6 +1,6 @@
 """Co-DETR's collaborative parts around a DETR-family detector config, written once.
 
-``co_detr(detector, pyramid, embed_dim, num_decoder_layers, num_roi_levels)`` returns the
+``co_detr(detector, pyramid, num_decoder_layers, num_roi_levels)`` returns the
 ``CoDETR`` config the Co-DINO and Co-Deformable-DETR configs start from: K = 2 auxiliary heads on
 the auxiliary pyramid (Faster R-CNN with RoIAlign on the first ``num_roi_levels`` levels, then
 ATSS; every loss x ``lambda_2 * num_decoder_layers``, as the official code), their customized
@@ -10,6 +10,10 @@ DETR head with the auxiliary heads selectable (``eval_module``), and ``model.num
 post-processes as the official heads (boxes clamped to the image before the (Soft-)NMS, nothing
 dropped: ``clip_before_nms``, ``detectron2_postprocess=False``). A variant overrides
 fields of the result (head sizes, ``return_features``, the positive-query style).
+
+The heads and queries read the detector's hidden width where the detector config writes it
+(``width``: its path inside the detector, ``transformer.embed_dim`` for the DETR family,
+``neck.out_channels`` for the AdaMixer family), so it is written once.
 
 ``pyramid`` names the levels ``p{log2 stride}``, finest first (the encoder's levels plus one
 extra stride-2 level, see ``CoDETR``); the strides follow from the names.
@@ -22,8 +26,10 @@ from codetr.modeling.meta_arch import CoDETR
 from codetr.modeling.queries.positive_queries import PositiveQueries
 
 
-def co_detr(detector, pyramid, embed_dim, num_decoder_layers, num_roi_levels, lambda_1=1.0, lambda_2=2.0):
+def co_detr(detector, pyramid, num_decoder_layers, num_roi_levels, lambda_1=1.0, lambda_2=2.0,
+            width="transformer.embed_dim"):
     """The CoDETR config around ``detector`` (a DETR-family model config, copied)."""
+    embed_dim = "${...detector.%s}" % width  # as read from a head (an entry of model.aux_heads)
     pyramid = list(pyramid)
     strides = [2 ** int(name[1:]) for name in pyramid]
     on_pyramid = dict(  # what both heads are given
@@ -37,7 +43,8 @@ def co_detr(detector, pyramid, embed_dim, num_decoder_layers, num_roi_levels, la
             L(ATSSHead)(**on_pyramid, feat_channels=embed_dim),
         ],
         positive_queries=L(PositiveQueries)(
-            num_heads=2, embed_dim=embed_dim, num_classes="${..num_classes}", max_queries=300, min_queries=9
+            num_heads=2, embed_dim="${..detector.%s}" % width, num_classes="${..num_classes}", max_queries=300,
+            min_queries=9,
         ),
         aux_query_weight=lambda_1,
         eval_module="detr",

@@ -16,10 +16,10 @@ train.output_dir = "./output/co_conditional_detr_r18_shapes"
 detector.transformer.decoder.ref_point_head = True
 
 PYRAMID = ["p3", "p4", "p5", "p6", "p7"]
-model = co_detr(detector, PYRAMID, embed_dim=HIDDEN, num_decoder_layers=3, num_roi_levels=4)
+model = co_detr(detector, PYRAMID, num_decoder_layers=3, num_roi_levels=4)
 model.aux_heads = [model.aux_heads[1]]  # ATSS only (K = 1)
 model.positive_queries.num_heads = 1
 model.eval_heads = {"one-stage": 0}
 model.pyramid_adapter = L(SingleScalePyramidAdapter)(
-    channels=HIDDEN, in_stride=32, strides=[8, 16, 32, 64, 128], num_groups=32
+    channels="${..detector.transformer.embed_dim}", in_stride=32, strides=[8, 16, 32, 64, 128], num_groups=32
 )

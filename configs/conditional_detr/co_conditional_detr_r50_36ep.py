@@ -22,7 +22,7 @@ train.epochs = 36
 detector.transformer.decoder.ref_point_head = True
 
 PYRAMID = ["p3", "p4", "p5", "p6", "p7"]
-model = co_detr(detector, PYRAMID, embed_dim=256, num_decoder_layers=6, num_roi_levels=4)  # RoIAlign on p3..p6
+model = co_detr(detector, PYRAMID, num_decoder_layers=6, num_roi_levels=4)  # RoIAlign on p3..p6
 model.pyramid_adapter = L(SingleScalePyramidAdapter)(
-    channels=256, in_stride=32, strides=[8, 16, 32, 64, 128], num_groups=32
+    channels="${..detector.transformer.embed_dim}", in_stride=32, strides=[8, 16, 32, 64, 128], num_groups=32
 )

@@ -33,11 +33,10 @@ def small_single_scale(model, hidden: int = HIDDEN):
     model.num_queries = 100
     resnet18_from_scratch(model.backbone)
     model.neck.input_shapes = {"res5": ShapeSpec(channels=512, stride=32)}
-    model.neck.out_channels = hidden
     model.position_embedding.num_pos_feats = hidden // 2
-    model.transformer.encoder.update(num_layers=2, embed_dim=hidden, ffn_dim=4 * hidden)
-    model.transformer.decoder.update(num_layers=3, embed_dim=hidden, ffn_dim=4 * hidden)
-    model.transformer.queries.embed_dim = hidden
+    model.transformer.embed_dim = hidden  # the encoder, decoder, queries and neck read it
+    model.transformer.encoder.update(num_layers=2, ffn_dim=4 * hidden)
+    model.transformer.decoder.update(num_layers=3, ffn_dim=4 * hidden)
 
 
 small_single_scale(model)

@@ -14,7 +14,7 @@ from .conditional_detr_r18_shapes import HIDDEN, dataloader, lr_multiplier, mode
 train.output_dir = "./output/dn_conditional_detr_r18_shapes"
 model.transformer.decoder.ref_point_head = True
 model.denoising = L(dn_detr_denoising)(
-    num_classes="${..num_classes}", embed_dim=HIDDEN, num_groups=5, label_noise_scale=0.2, box_noise_scale=0.4,
+    num_classes="${..num_classes}", embed_dim="${..transformer.embed_dim}", num_groups=5, label_noise_scale=0.2,
+    box_noise_scale=0.4,
     noise_sizes=False,
 )
-model.criterion.with_dn = True

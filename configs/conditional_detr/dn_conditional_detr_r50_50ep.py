@@ -10,7 +10,7 @@ from .conditional_detr_r50_50ep import dataloader, lr_multiplier, model, optimiz
 train.output_dir = "./output/dn_conditional_detr_r50_50ep"
 model.transformer.decoder.ref_point_head = True
 model.denoising = L(dn_detr_denoising)(
-    num_classes="${..num_classes}", embed_dim=256, num_groups=5, label_noise_scale=0.2, box_noise_scale=0.4,
+    num_classes="${..num_classes}", embed_dim="${..transformer.embed_dim}", num_groups=5, label_noise_scale=0.2,
+    box_noise_scale=0.4,
     noise_sizes=False,
 )
-model.criterion.with_dn = True

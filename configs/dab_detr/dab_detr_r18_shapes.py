@@ -6,7 +6,9 @@ from detectron2.config import LazyCall as L
 
 from codetr.modeling.queries import LearnedAnchorQueries
 
-from ..conditional_detr.conditional_detr_r18_shapes import HIDDEN, dataloader, lr_multiplier, optimizer, train
+from ..conditional_detr.conditional_detr_r18_shapes import (  # noqa: F401  (HIDDEN: for the configs built on this one)
+    HIDDEN, dataloader, lr_multiplier, optimizer, train,
+)
 from ..conditional_detr.conditional_detr_r18_shapes import model  # noqa: E402
 
 train.output_dir = "./output/dab_detr_r18_shapes"
@@ -15,5 +17,5 @@ model.transformer.encoder.update(dropout=0.0, activation="prelu", pos_scale=True
 model.transformer.decoder.update(
     dropout=0.0, activation="prelu", ref_dim=4, refine=True, ref_point_head=True, modulate_hw=True
 )
-model.transformer.queries = L(LearnedAnchorQueries)(num_queries="${...num_queries}", embed_dim=HIDDEN)
+model.transformer.queries = L(LearnedAnchorQueries)(num_queries="${...num_queries}", embed_dim="${..embed_dim}")
 model.criterion.weight_class = 1.0

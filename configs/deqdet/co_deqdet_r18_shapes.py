@@ -16,7 +16,7 @@ from .deqdet_r18_shapes import model as detector  # noqa: E402
 train.output_dir = "./output/co_deqdet_r18_shapes"
 
 PYRAMID = ["p2", "p3", "p4", "p5", "p6"]
-model = co_detr(detector, PYRAMID, embed_dim=WIDTH, num_decoder_layers=8, num_roi_levels=4)
+model = co_detr(detector, PYRAMID, num_decoder_layers=8, num_roi_levels=4, width="neck.out_channels")
 model.aux_heads = [model.aux_heads[1]]  # ATSS only (K = 1)
 model.positive_queries.num_heads = 1
 model.eval_heads = {"one-stage": 0}

@@ -33,8 +33,6 @@ model.neck.input_shapes = {
     "res4": ShapeSpec(channels=256, stride=16),
     "res5": ShapeSpec(channels=512, stride=32),
 }
-model.neck.out_channels = WIDTH
-model.queries.embed_dim = WIDTH
-model.decoder.layers.update(embed_dim=WIDTH, num_heads=4, ffn_dim=4 * WIDTH, num_groups=4, in_points=16,
-                            out_points=32)
+model.neck.out_channels = WIDTH  # the queries and the decoder read it
+model.decoder.layers.update(num_heads=4, ffn_dim=4 * WIDTH, num_groups=4, in_points=16, out_points=32)
 dataloader.evaluator.output_dir = "${train.output_dir}"

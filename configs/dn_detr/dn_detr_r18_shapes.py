@@ -8,6 +8,6 @@ from ..dab_detr.dab_detr_r18_shapes import HIDDEN, dataloader, lr_multiplier, mo
 
 train.output_dir = "./output/dn_detr_r18_shapes"
 model.denoising = L(dn_detr_denoising)(
-    num_classes="${..num_classes}", embed_dim=HIDDEN, num_groups=5, label_noise_scale=0.2, box_noise_scale=0.4
+    num_classes="${..num_classes}", embed_dim="${..transformer.embed_dim}", num_groups=5, label_noise_scale=0.2,
+    box_noise_scale=0.4,
 )
-model.criterion.with_dn = True

@@ -11,7 +11,7 @@ from codetr.modeling.queries.denoising import dn_detr_denoising
 from ..dab_detr.dab_detr_r50_50ep import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
 model.denoising = L(dn_detr_denoising)(
-    num_classes="${..num_classes}", embed_dim=256, num_groups=5, label_noise_scale=0.2, box_noise_scale=0.4
+    num_classes="${..num_classes}", embed_dim="${..transformer.embed_dim}", num_groups=5, label_noise_scale=0.2,
+    box_noise_scale=0.4,
 )
-model.criterion.with_dn = True
 train.output_dir = "./output/dn_detr_r50_50ep"

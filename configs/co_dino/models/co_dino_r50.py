@@ -18,4 +18,4 @@ detector.nms_pre_topk = 900
 detector.select_box_nums_for_evaluation = 300
 
 # auxiliary pyramid: the encoder levels (strides 4..64) + stride 128; RoIAlign on p2..p6
-model = co_detr(detector, ["p2", "p3", "p4", "p5", "p6", "p7"], embed_dim=256, num_decoder_layers=6, num_roi_levels=5)
+model = co_detr(detector, ["p2", "p3", "p4", "p5", "p6", "p7"], num_decoder_layers=6, num_roi_levels=5)

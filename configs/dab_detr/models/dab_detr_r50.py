@@ -19,6 +19,8 @@ model.transformer.decoder.update(
 )
 # N(0, 1) anchor logits: the README's 42.2 AP command runs main.py without --random_refpoints_xy (off by default;
 # detrex's freeze_anchor_box_centers=True is the official "fixxy" variant)
-model.transformer.queries = L(LearnedAnchorQueries)(num_queries="${...num_queries}", embed_dim=256, random_xy=False)
+model.transformer.queries = L(LearnedAnchorQueries)(
+    num_queries="${...num_queries}", embed_dim="${..embed_dim}", random_xy=False
+)
 model.criterion.weight_class = 1.0
 model.select_box_nums_for_evaluation = 300  # official main.py --num_select 300

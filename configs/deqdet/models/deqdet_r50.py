@@ -45,16 +45,16 @@ model = L(DEQDet)(
             "res5": ShapeSpec(channels=2048, stride=32),
         },
         in_features=["res2", "res3", "res4", "res5"],
-        out_channels=256,
+        out_channels=256,  # the hidden width, written once: the queries and the decoder read it
         kernel_size=3,
         activation=True,
         num_groups=32,
     ),
-    queries=L(WholeImageQueries)(num_queries="${..num_queries}", embed_dim=256),
+    queries=L(WholeImageQueries)(num_queries="${..num_queries}", embed_dim="${..neck.out_channels}"),
     decoder=L(AdaMixerRefiner)(
         layers=L(adamixer_layers)(
             num_layers=2,  # g, f
-            embed_dim=256,
+            embed_dim="${...neck.out_channels}",
             num_heads=8,
             ffn_dim=2048,
             num_groups=4,

@@ -36,17 +36,20 @@ model = L(DETR)(
     ),
     position_embedding=L(PositionEmbeddingSine)(num_pos_feats=128, temperature=10000, normalize=True, offset=0.0),
     neck=L(InputProjection)(
-        input_shapes={"res5": ShapeSpec(channels=2048, stride=32)}, in_feature="res5", out_channels=256
+        input_shapes={"res5": ShapeSpec(channels=2048, stride=32)}, in_feature="res5",
+        out_channels="${..transformer.embed_dim}",
     ),
     transformer=L(SingleScaleTransformer)(
         encoder=L(DETREncoder)(
-            num_layers=6, embed_dim=256, num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu", pos_scale=False
+            num_layers=6, embed_dim="${..embed_dim}", num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu",
+            pos_scale=False,
         ),
         decoder=L(DETRDecoder)(
-            num_layers=6, embed_dim=256, num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu",
+            num_layers=6, embed_dim="${..embed_dim}", num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu",
             num_classes="${...num_classes}",
         ),
-        queries=L(LearnedPositionQueries)(num_queries="${...num_queries}", embed_dim=256),
+        queries=L(LearnedPositionQueries)(num_queries="${...num_queries}", embed_dim="${..embed_dim}"),
+        embed_dim=256,  # the hidden width, written once
     ),
     criterion=L(DETRCriterion)(
         num_classes="${..num_classes}",
@@ -56,7 +59,6 @@ model = L(DETR)(
         weight_class=1.0,
         weight_bbox=5.0,
         weight_giou=2.0,
-        with_dn=False,
     ),
     num_classes=80,
     num_queries=100,

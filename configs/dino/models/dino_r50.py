@@ -57,7 +57,6 @@ model = L(DINO)(
         weight_class=1.0,
         weight_bbox=5.0,
         weight_giou=2.0,
-        with_dn=True,
     ),
     denoising=L(dino_denoising)(
         num_classes="${..num_classes}", embed_dim="${..transformer.embed_dim}", num_dn_queries=100,

@@ -90,7 +90,7 @@ CO_DEFORMABLE_AS_DINO = (
     "model.num_queries=300", "model.denoising=null", "model.select_box_nums_for_evaluation=100",
     "model.transformer.select_by=first_class", "model.transformer.enc_outputs=all",
     "model.transformer.decoder.ref_point_head=False",
-    "model.transformer.decoder.post_norm=False", "model.criterion.with_dn=False",
+    "model.transformer.decoder.post_norm=False",
     "model.criterion.binary_enc_loss=True", "model.criterion.weight_class=2.0",
 )
 RPN_SCALES, RPN_RATIOS = 3, 3  # octave_base_scale=4, scales_per_octave=3; ratios (0.5, 1, 2)

@@ -43,7 +43,6 @@ from codetr.modeling.queries.fixed_target import FixedTargetQueries
 
 __all__ = ["DETRCriterion"]
 
-LOSS_NAMES = ("loss_class", "loss_bbox", "loss_giou")
 CLASS_LOSSES = ("focal", "qfl", "softmax")
 
 
@@ -64,9 +63,6 @@ class DETRCriterion(nn.Module):
         eos_coef: the "no object" weight of the softmax loss (DETR: 0.1).
         weight_class, weight_bbox, weight_giou: loss weights (applied here, for every suffix).
         focal_alpha, focal_gamma: focal loss parameters. qfl_beta: QFL exponent.
-        with_dn: emit ``_dn`` keys (zeros) even when a batch has no denoising queries, so that the
-            loss dict has the same keys on every iteration and worker (detectron2's metric
-            gathering needs that).
         binary_enc_loss: the encoder proposals (``enc_outputs``) are matched and classified with
             every ground-truth label set to 0 (foreground = class 0), as Deformable-DETR's
             two-stage loss (mmdet ``DeformableDETRHead.loss``, Co-Deformable-DETR); False (DINO,
@@ -87,7 +83,6 @@ class DETRCriterion(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         qfl_beta: float = 2.0,
-        with_dn: bool = False,
         binary_enc_loss: bool = False,
         l1_box_format: str = "cxcywh",
         eos_coef: float = 0.1,
@@ -114,7 +109,6 @@ class DETRCriterion(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.qfl_beta = qfl_beta
-        self.with_dn = with_dn
         self.binary_enc_loss = binary_enc_loss
 
     # ------------------------------------------------------------------ entry point
@@ -127,10 +121,12 @@ class DETRCriterion(nn.Module):
         """All losses of a DETR-family model (see the module docstring for ``outputs``).
 
         ``dn`` holds the targets of the denoising queries whose predictions are
-        ``outputs["dn_outputs"]``; their normaliser is ``num_boxes * dn.num_groups``.
+        ``outputs["dn_outputs"]``; their normaliser is ``num_boxes * dn.num_groups``. The ``_dn``
+        keys come exactly when ``dn`` is given, and a detector with denoising gives it on every
+        training batch (a batch without boxes gets one group of padding queries), so the loss dict
+        has the same keys on every iteration and worker, as detectron2's metric gathering needs.
         """
-        device = outputs["pred_logits"].device
-        num_boxes = reduce_num_boxes(sum(t["labels"].numel() for t in targets), device)
+        num_boxes = reduce_num_boxes(sum(t["labels"].numel() for t in targets), outputs["pred_logits"].device)
         losses = self.matched_losses(outputs, targets, num_boxes)
         if "enc_outputs" in outputs:
             enc_targets = targets
@@ -141,9 +137,6 @@ class DETRCriterion(nn.Module):
             if "dn_outputs" not in outputs:
                 raise KeyError("DETRCriterion: denoising queries given but outputs has no 'dn_outputs'")
             losses.update(self.fixed_target_losses(outputs["dn_outputs"], dn, num_boxes * dn.num_groups, "_dn"))
-        elif self.with_dn:
-            num_aux = len(outputs.get("aux_outputs", []))
-            losses.update(self._zero_losses("_dn", num_aux, device))
         return losses
 
     # ------------------------------------------------------------------ the two query kinds
@@ -259,7 +252,3 @@ class DETRCriterion(nn.Module):
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             losses.update(one_layer(aux, f"{suffix}_{i}"))
         return losses
-
-    def _zero_losses(self, suffix: str, num_aux: int, device: torch.device) -> Dict[str, Tensor]:
-        suffixes = [suffix] + [f"{suffix}_{i}" for i in range(num_aux)]
-        return {name + s: torch.zeros((), device=device) for s in suffixes for name in LOSS_NAMES}

@@ -263,5 +263,5 @@ def test_co_deformable_pieces_must_fit_together():
     with pytest.raises(ValueError, match="style"):
         CoDETR(det, list(model.aux_heads), PositiveQueries(2, D, K, feat_dim=D), pyramid_num_groups=8)
     with pytest.raises(ValueError, match="denoising"):
-        DINO(det.backbone, det.position_embedding, det.neck, det.transformer, DETRCriterion(K, with_dn=True),
+        DINO(det.backbone, det.position_embedding, det.neck, det.transformer, DETRCriterion(K),
              denoising=dino_denoising(K, D, num_dn_queries=10))

@@ -45,7 +45,7 @@ def tiny_dino(scales=5, class_loss="qfl", seed=0):
         position_embedding=PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5),
         neck=ChannelMapper(backbone.output_shape(), feats, D, num_outs=scales, num_groups=8),
         transformer=transformer,
-        criterion=DETRCriterion(K, class_loss=class_loss, with_dn=True),
+        criterion=DETRCriterion(K, class_loss=class_loss),
         denoising=dino_denoising(K, D, num_dn_queries=10),
         select_box_nums_for_evaluation=30,
         nms="soft_nms",

@@ -41,7 +41,7 @@ def tiny(variant="conditional", num_queries=12, seed=0, dropout=0.0):
         position_embedding=PositionEmbeddingSine(D // 2, temperature=10000 if points else 20, normalize=True),
         neck=InputProjection(backbone.output_shape(), "res4", D),
         transformer=transformer,
-        criterion=DETRCriterion(K, weight_class=2.0 if points else 1.0, with_dn=dn),
+        criterion=DETRCriterion(K, weight_class=2.0 if points else 1.0),
         denoising=denoising,
         select_box_nums_for_evaluation=20,
         num_classes=K,
@@ -106,10 +106,10 @@ def test_bad_combinations_are_refused():
         dec = ConditionalDecoder(2, D, 4, 64, num_classes=K, ref_dim=2, ref_point_head=True)
         ConditionalDETR(m.backbone, m.position_embedding, m.neck,
                         SingleScaleTransformer(m.transformer.encoder, dec, LearnedPointQueries(12, D)),
-                        DETRCriterion(K, with_dn=True), dn_detr_denoising(K, D, num_groups=2))
+                        DETRCriterion(K), dn_detr_denoising(K, D, num_groups=2))
     with pytest.raises(ValueError, match="ref_point_head=True"):
         m = tiny("conditional")
-        ConditionalDETR(m.backbone, m.position_embedding, m.neck, m.transformer, DETRCriterion(K, with_dn=True),
+        ConditionalDETR(m.backbone, m.position_embedding, m.neck, m.transformer, DETRCriterion(K),
                         dn_detr_denoising(K, D, num_groups=2, noise_sizes=False))
     with pytest.raises(ValueError, match="2-d references but the decoder's box coder expects 4-d"):
         SingleScaleTransformer(DETREncoder(1, D, 4, 64), ConditionalDecoder(1, D, 4, 64, ref_dim=4),
@@ -117,6 +117,12 @@ def test_bad_combinations_are_refused():
     with pytest.raises(ValueError, match="num_classes=5"):
         m = tiny("conditional")
         ConditionalDETR(m.backbone, m.position_embedding, m.neck, m.transformer, DETRCriterion(K), num_classes=5)
+    with pytest.raises(ValueError, match=r"embed_dim=16 but the widths of \{'queries': 8\} differ"):
+        SingleScaleTransformer(DETREncoder(1, 16, 4, 64), ConditionalDecoder(1, 16, 4, 64, ref_dim=2),
+                               LearnedPointQueries(3, 8), embed_dim=16)
+    with pytest.raises(ValueError, match=r"embed_dim=32 but the widths of \{'encoder': 16, 'decoder': 16"):
+        SingleScaleTransformer(DETREncoder(1, 16, 4, 64), ConditionalDecoder(1, 16, 4, 64, ref_dim=2),
+                               LearnedPointQueries(3, 16), embed_dim=32)
 
 
 @pytest.mark.parametrize("variant", ["conditional", "dn_dab"])

@@ -36,7 +36,7 @@ def tiny_dino(denoising="cdn", num_queries=20, seed=0):
         position_embedding=PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5),
         neck=ChannelMapper(backbone.output_shape(), ["res3", "res4", "res5"], D, num_outs=4, num_groups=8),
         transformer=transformer,
-        criterion=DETRCriterion(K, with_dn=dn is not None),
+        criterion=DETRCriterion(K),
         denoising=dn,
         select_box_nums_for_evaluation=30,
         num_classes=K,
@@ -153,8 +153,9 @@ def test_empty_images_and_empty_batches_train(denoising):
         losses = model(batch)
         assert all(torch.isfinite(v) for v in losses.values())
         sum(losses.values()).backward()
-    if denoising is not None:  # keys stable across batches with and without boxes (logging, DDP)
-        assert set(losses) == set(model(BATCH))
+    # keys stable across batches with and without boxes (logging, DDP); DN keys iff denoising
+    assert set(losses) == set(model(BATCH))
+    assert any(k.endswith("_dn") for k in losses) == (denoising is not None)
 
 
 def test_decode_fixed_queries_alone():

@@ -339,7 +339,12 @@ def normalization_wh(mask: Tensor) -> Tensor:
     """(N, H, W) bool pixel padding mask of ``preprocess_image`` (True at padding) -> (N, 2)
     float32 (w, h): the valid columns and rows of each image. That is the normalisation size of
     ``QueryDetector.normalization_sizes``: the unpadded image (its valid region), or the padded
-    batch when the padding counts as image (the mask is then all False)."""
+    batch when the padding counts as image (the mask is then all False).
+
+    The (h, w) lists (Detectron2's ``ImageList.image_sizes`` and ``normalization_sizes``) serve the
+    host-side code; this (w, h) tensor, the order of the box coordinates it divides, is computed
+    from the mask on purpose: an exported graph then computes it for every input size, where a
+    tensor built from the lists would be traced as a constant."""
     valid = ~mask
     return torch.stack([valid.any(1).sum(1), valid.any(2).sum(1)], -1).float()
 

@@ -38,6 +38,7 @@ class LearnedPositionQueries(nn.Module):
 
     def __init__(self, num_queries: int = 100, embed_dim: int = 256):
         super().__init__()
+        self.embed_dim = embed_dim
         self.query_embed = nn.Embedding(num_queries, embed_dim)
 
     def forward(self, batch_size: int, content: Optional[Tensor] = None) -> QueryGroup:
@@ -63,6 +64,7 @@ class LearnedPointQueries(nn.Module):
 
     def __init__(self, num_queries: int = 300, embed_dim: int = 256):
         super().__init__()
+        self.embed_dim = embed_dim
         self.query_embed = nn.Embedding(num_queries, embed_dim)
         self.ref_point_head = MLP(embed_dim, embed_dim, 2, 2)
         for layer in self.ref_point_head.layers:

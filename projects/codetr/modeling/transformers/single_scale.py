@@ -25,9 +25,17 @@ class SingleScaleTransformer(nn.Module):
             Conditional DETR, 4-d anchors for DAB-DETR).
         queries: ``LearnedPositionQueries`` (with the DETR decoder), ``LearnedPointQueries`` (with
             a point decoder) or ``LearnedAnchorQueries`` (with a box decoder).
+        embed_dim: the hidden width C, where a config writes it once (the encoder, decoder, queries
+            and the detector's neck read it); None: the decoder's. The three parts must have it.
     """
 
-    def __init__(self, encoder: DETREncoder, decoder: Union[DETRDecoder, ConditionalDecoder], queries: nn.Module):
+    def __init__(
+        self,
+        encoder: DETREncoder,
+        decoder: Union[DETRDecoder, ConditionalDecoder],
+        queries: nn.Module,
+        embed_dim: Optional[int] = None,
+    ):
         super().__init__()
         ref_dim = {LearnedPositionQueries: 0, LearnedPointQueries: 2, LearnedAnchorQueries: 4}.get(type(queries))
         if ref_dim is None:
@@ -36,12 +44,16 @@ class SingleScaleTransformer(nn.Module):
         if ref_dim != decoder.box_coder.ref_dim:
             raise ValueError(f"SingleScaleTransformer: {type(queries).__name__} give {ref_dim}-d references but the "
                              f"decoder's box coder expects {decoder.box_coder.ref_dim}-d")
-        if encoder.embed_dim != decoder.embed_dim:
-            raise ValueError(f"SingleScaleTransformer: encoder width {encoder.embed_dim} != decoder width {decoder.embed_dim}")
+        embed_dim = decoder.embed_dim if embed_dim is None else embed_dim
+        widths = {"encoder": encoder.embed_dim, "decoder": decoder.embed_dim, "queries": queries.embed_dim}
+        wrong = {name: width for name, width in widths.items() if width != embed_dim}
+        if wrong:
+            raise ValueError(f"SingleScaleTransformer: embed_dim={embed_dim} but the widths of {wrong} differ; "
+                             "every part has the transformer's width")
         self.encoder = encoder
         self.decoder = decoder
         self.queries = queries
-        self.embed_dim = decoder.embed_dim
+        self.embed_dim = embed_dim
         self.num_queries = (queries.refpoint_embed if ref_dim == 4 else queries.query_embed).num_embeddings
 
     def encode(self, features: List[Tensor], masks: List[Tensor], pos_embeds: List[Tensor]) -> EncoderOutput:

@@ -8,20 +8,10 @@ BatchNorm, FPN P3..P7 of 128 channels, the same schedule (LR x0.1 at 8/12 and 11
 4 conv blocks per tower (as the T-Head's 4 task-interactive convs there), 8 classes; ATSS
 assignment for the whole run (TOOD switches to TAL after 1/3). Defaults to ``train.device=cpu``.
 """
-from ..common.schedule import multistep
-from ..common.train_shapes import EPOCHS, resnet18_from_scratch, train
-from ..dino.dino_r18_shapes import dataloader
-from .atss_r50_fpn_1x import model, optimizer
-
-WIDTH = 128
+from ..tood.tood_r18_shapes import dataloader, lr_multiplier, optimizer, train  # noqa: F401  (the same setting)
+from ..tood.tood_r18_shapes import model as _tood  # noqa: E402  (one module load per statement)
+from .atss_r50_fpn_1x import model
 
 train.output_dir = "./output/atss_r18_shapes"
-lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], epochs=EPOCHS, warmup_iters=100)
-
-optimizer.lr = 0.005
-
-resnet18_from_scratch(model.backbone.bottom_up)
-model.backbone.out_channels = WIDTH
-model.backbone.top_block.update(in_channels=WIDTH, out_channels=WIDTH)
-model.head.update(num_classes=8, in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=4)
-dataloader.evaluator.output_dir = "${train.output_dir}"
+model.backbone = _tood.backbone  # the R18 from scratch and its FPN at WIDTH channels (the head reads them)
+model.head.update(num_classes=8, stacked_convs=4)

@@ -10,39 +10,24 @@ centerness targets (weight 2), centerness BCE (weight 1). SGD lr 0.01, momentum 
 mmdet's 1x pipeline (flip, resize to short side 800 / long side <= 1333), images without boxes
 filtered. Test: per level the top 1000 by class score above 0.05, scores x centerness,
 class-wise NMS 0.6, 100 detections. The same backbone, neck, data and schedule as
-``configs/tood/tood_r50_fpn_1x.py``.
+``configs/tood/tood_r50_fpn_1x.py`` (imported from it).
 """
 from detectron2.config import LazyCall as L
-from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 
-from codetr.data import detr_train_augmentation
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.meta_arch.atss import ATSS
-from codetr.modeling.meta_arch.one_stage import LastLevelP6P7
 
-from ..common.data.coco_detr import dataloader
-from ..common.optim import SGD as optimizer
-from ..common.schedule import lr_multiplier_1x_warmup as lr_multiplier  # noqa: F401
-from ..common.train import train
+from ..tood.tood_r50_fpn_1x import dataloader, lr_multiplier, optimizer, train  # noqa: F401  (the same setting)
+from ..tood.tood_r50_fpn_1x import model as _tood  # noqa: E402  (one module load per statement)
 
 model = L(ATSS)(
-    backbone=L(FPN)(
-        bottom_up=L(ResNet)(
-            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
-            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=False, norm="FrozenBN"),
-            out_features=["res3", "res4", "res5"],
-            freeze_at=2,
-        ),
-        in_features=["res3", "res4", "res5"],
-        out_channels=256,
-        top_block=L(LastLevelP6P7)(in_channels=256, out_channels=256, in_feature="p5", relu_before_p7=False),
-    ),
+    backbone=_tood.backbone,
     head=L(ATSSHead)(
         num_classes=80,
         in_features=["p3", "p4", "p5", "p6", "p7"],
         strides=[8, 16, 32, 64, 128],
-        in_channels=256,
-        feat_channels=256,
+        in_channels="${..backbone.out_channels}",
+        feat_channels="${..backbone.out_channels}",
         stacked_convs=4,
         num_groups=32,
         anchor_scale=8.0,
@@ -62,16 +47,4 @@ model = L(ATSS)(
     detectron2_postprocess=False,  # mmdet rescales by scale_factor and keeps every detection
 )
 
-train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
 train.output_dir = "./output/atss_r50_fpn_1x"
-train.epochs = 12
-
-optimizer.lr = 0.01
-optimizer.momentum = 0.9
-optimizer.weight_decay = 1e-4
-
-dataloader.train.dataset.filter_empty = True
-dataloader.train.mapper.augmentation = L(detr_train_augmentation)(min_sizes=[800], max_size=1333)
-dataloader.train.mapper.augmentation_with_crop = None
-dataloader.train.total_batch_size = 16
-dataloader.evaluator.output_dir = "${train.output_dir}"

@@ -29,8 +29,7 @@ lr_multiplier = multistep([EPOCHS * 8 / 12, EPOCHS * 11 / 12], epochs=EPOCHS, wa
 optimizer.lr = 0.005
 
 resnet18_from_scratch(model.backbone.bottom_up)
-model.backbone.out_channels = WIDTH
-model.backbone.top_block.update(in_channels=WIDTH, out_channels=WIDTH)
-model.head.update(num_classes=8, in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=4)
+model.backbone.out_channels = WIDTH  # the FPN's top block and the head read it
+model.head.update(num_classes=8, stacked_convs=4)
 model.head.update(initial_epochs=EPOCHS * 4 / 12, epochs=EPOCHS)  # ATSS for the first 1/3 of the run
 dataloader.evaluator.output_dir = "${train.output_dir}"

@@ -40,15 +40,17 @@ model = L(TOOD)(
             freeze_at=2,
         ),
         in_features=["res3", "res4", "res5"],
-        out_channels=256,
-        top_block=L(LastLevelP6P7)(in_channels=256, out_channels=256, in_feature="p5", relu_before_p7=False),
+        out_channels=256,  # the width of the FPN and the head, written once
+        top_block=L(LastLevelP6P7)(
+            in_channels="${..out_channels}", out_channels="${..out_channels}", in_feature="p5", relu_before_p7=False
+        ),
     ),
     head=L(TOODHead)(
         num_classes=80,
         in_features=["p3", "p4", "p5", "p6", "p7"],
         strides=[8, 16, 32, 64, 128],
-        in_channels=256,
-        feat_channels=256,
+        in_channels="${..backbone.out_channels}",
+        feat_channels="${..backbone.out_channels}",
         stacked_convs=6,
         num_groups=32,
         anchor_type="anchor_free",

@@ -13,44 +13,30 @@ probability, top-100, no NMS, boxes scaled to the original size and not clipped 
 official trains layer2..4).
 """
 from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.backbone import BasicStem, ResNet
 
-from codetr.layers.position_encoding import PositionEmbeddingSine
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.decoders import DETRDecoder
-from codetr.modeling.encoders import DETREncoder
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import DETR
-from codetr.modeling.necks import InputProjection
-from codetr.modeling.necks.resnet_stages import resnet_stages
 from codetr.modeling.queries import LearnedPositionQueries
-from codetr.modeling.transformers import SingleScaleTransformer
+
+from ...conditional_detr.models.conditional_detr_r50 import model as _conditional
+
+# the backbone, position embedding, input projection and encoder are the same as Conditional DETR's
+# (the official Conditional DETR kept DETR's); the decoder, queries, loss and post-processing differ
+_conditional.transformer.decoder = L(DETRDecoder)(
+    num_layers=6, embed_dim="${..embed_dim}", num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu",
+    num_classes="${...num_classes}",
+)
+_conditional.transformer.queries = L(LearnedPositionQueries)(
+    num_queries="${...num_queries}", embed_dim="${..embed_dim}"
+)
 
 model = L(DETR)(
-    backbone=L(ResNet)(
-        stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
-        stages=L(resnet_stages)(depth=50, res5_dilation=1, stride_in_1x1=False, norm="FrozenBN"),
-        out_features=["res5"],
-        freeze_at=2,
-    ),
-    position_embedding=L(PositionEmbeddingSine)(num_pos_feats=128, temperature=10000, normalize=True, offset=0.0),
-    neck=L(InputProjection)(
-        input_shapes={"res5": ShapeSpec(channels=2048, stride=32)}, in_feature="res5",
-        out_channels="${..transformer.embed_dim}",
-    ),
-    transformer=L(SingleScaleTransformer)(
-        encoder=L(DETREncoder)(
-            num_layers=6, embed_dim="${..embed_dim}", num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu",
-            pos_scale=False,
-        ),
-        decoder=L(DETRDecoder)(
-            num_layers=6, embed_dim="${..embed_dim}", num_heads=8, ffn_dim=2048, dropout=0.1, activation="relu",
-            num_classes="${...num_classes}",
-        ),
-        queries=L(LearnedPositionQueries)(num_queries="${...num_queries}", embed_dim="${..embed_dim}"),
-        embed_dim=256,  # the hidden width, written once
-    ),
+    backbone=_conditional.backbone,
+    position_embedding=_conditional.position_embedding,
+    neck=_conditional.neck,
+    transformer=_conditional.transformer,
     criterion=L(DETRCriterion)(
         num_classes="${..num_classes}",
         matcher=L(HungarianMatcher)(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0, class_cost="softmax"),

@@ -194,7 +194,6 @@ def convert_deqdet_official(
     "adamixer-official",
     "MCG-NJU/AdaMixer releases (mmdet 2; 6 stages, 100 or 300 queries)",
     configs=(ADAMIXER_1X,),
-    select_config=lambda sd: ADAMIXER_1X,
     overrides_for=_overrides(lambda sd: 100),
 )
 def convert_adamixer_official(

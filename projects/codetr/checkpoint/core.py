@@ -105,7 +105,8 @@ class Source:
         overrides_when_dropped: extra overrides for a checkpoint converted with
             ``drop_training_weights`` (e.g. ``model.denoising=null``).
         select_config: optional ``fn(converted_state_dict) -> config path`` picking the config
-            that matches a converted checkpoint (e.g. by its number of feature levels).
+            that matches a converted checkpoint (e.g. by its number of feature levels); with one
+            config and none given, that config.
         overrides_for: optional ``fn(converted_state_dict) -> overrides``, replacing the two
             static lists when the overrides depend on the result (e.g. on the config it selects).
     """
@@ -137,9 +138,13 @@ def register_source(
     def deco(fn: SourceFn) -> SourceFn:
         if name in _SOURCES:
             raise ValueError(f"checkpoint source {name!r} is already registered")
+        select = select_config
+        if select is None and len(configs) == 1:
+            only = configs[0]
+            select = lambda state_dict: only  # noqa: E731
         _SOURCES[name] = Source(
             name, fn, description, tuple(configs), tuple(config_overrides), tuple(overrides_when_dropped),
-            select_config, overrides_for,
+            select, overrides_for,
         )
         return fn
 

@@ -63,7 +63,6 @@ def _convert(state_dict: Mapping[str, Tensor], source: str) -> Tuple[Dict[str, T
     "detr-official",
     "facebookresearch/detr releases (detr-r50-e632da11.pth, detr-r50-dc5-*.pth; 91 COCO ids + no object)",
     configs=(DETR_CONFIG,),
-    select_config=lambda sd: DETR_CONFIG,
 )
 def convert_detr_official(
     state_dict: Mapping[str, Tensor], drop_training_weights: bool = False

@@ -86,7 +86,6 @@ def _convert_tood(
     "mmdet-tood",
     "MMDetection TOOD weights (tood_r50_fpn_1x_coco_*.pth; mmdet 2.x or 3.x)",
     configs=(TOOD_CONFIG,),
-    select_config=lambda sd: TOOD_CONFIG,
 )
 def convert_mmdet_tood(
     state_dict: Mapping[str, Tensor], drop_training_weights: bool = False
@@ -98,7 +97,6 @@ def convert_mmdet_tood(
     "tood-official",
     "fcjian/TOOD releases (README model zoo; mmdet 2.x fork with la_conv / cls_prob_conv head names)",
     configs=(TOOD_CONFIG,),
-    select_config=lambda sd: TOOD_CONFIG,
 )
 def convert_tood_official(
     state_dict: Mapping[str, Tensor], drop_training_weights: bool = False
@@ -110,7 +108,6 @@ def convert_tood_official(
     "mmdet-atss",
     "MMDetection ATSS weights (atss_r50_fpn_1x_coco_*.pth; mmdet 2.x or 3.x)",
     configs=(ATSS_CONFIG,),
-    select_config=lambda sd: ATSS_CONFIG,
 )
 def convert_mmdet_atss(
     state_dict: Mapping[str, Tensor], drop_training_weights: bool = False

@@ -10,8 +10,8 @@ from detectron2.config import LazyConfig, instantiate
 
 from codetr.checkpoint import convert, get_source
 
+from ckpt_adamixer_formats import official_state_dict
 from ckpt_source_formats import meta_shapes
-from test_adamixer_layers import official_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEQDET_1X = os.path.join(REPO, "configs/deqdet/deqdet_r50_1x.py")

@@ -1,17 +1,11 @@
 """torch.compile of the inference graph (the exportable module of a tiny DINO): one graph
 (fullgraph) that keeps ``codetr::ms_deform_attn`` as an op (its fake kernel traces it), and the
 same detections as eager."""
-import os
-import sys
-
 import torch
 from torch._dynamo.backends.common import aot_autograd
 
 from codetr.export import exportable
-
-_MODELING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling")
-sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny builders (either layout)
-from test_dino import tiny_dino  # noqa: E402
+from support.dino import tiny_dino
 
 
 def test_inference_compiles_to_one_graph_with_the_op():

@@ -12,57 +12,26 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from codetr.checkpoint import CheckpointMismatchError  # noqa: E402
-from codetr.data.shapes import render_image  # noqa: E402
 from codetr.export import UnsupportedModelError, exportable  # noqa: E402
 from codetr.export.onnx_export import export_onnx  # noqa: E402
 from codetr.export.onnx_ops import ms_deform_attn_translation  # noqa: E402
 from codetr.export.weights import load_inference_weights  # noqa: E402
 from codetr.layers.ms_deform_attn import ms_deform_attn, ms_deform_attn_reference  # noqa: E402
-from support.models import PatchBackbone  # noqa: E402
-
-_MODELING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modeling")
-sys.path[:0] = [_MODELING, os.path.join(_MODELING, "meta_arch")]  # the tiny builders (either layout)
 from support.deformable import deformable_transformer  # noqa: E402
-from test_co_detr import tiny_co_detr  # noqa: E402
-from test_conditional_detr import tiny as tiny_conditional_detr  # noqa: E402
-from test_detr import tiny as tiny_detr  # noqa: E402
-from test_dino import tiny_dino  # noqa: E402
-from test_tood import tiny_tood  # noqa: E402
+from support.detr import tiny_conditional_detr, tiny_detr  # noqa: E402
+from support.dino import tiny_co_detr, tiny_dino  # noqa: E402
+from support.export import assert_same_detections, shapes_image  # noqa: E402
+from support.models import PatchBackbone  # noqa: E402
+from support.one_stage import tiny_tood  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def shapes_image(index, h, w):
-    """A rendered shapes_val image (objects on textured backgrounds), cropped to (h, w)."""
-    image = render_image(0, "val", index)[0]
-    reps = (-(-h // image.shape[0]), -(-w // image.shape[1]), 1)
-    return torch.from_numpy(np.ascontiguousarray(np.tile(image, reps)[:h, :w])).permute(2, 0, 1).contiguous()
 
 
 def pytorch_detections(model, image):
     with torch.no_grad():
         r = model([{"image": image}])[0]["instances"]
     return r.pred_classes.numpy(), r.pred_boxes.tensor.numpy(), r.scores.numpy()
-
-
-def assert_same_detections(onnx_out, torch_out, box_tol=1e-3, score_tol=1e-4):
-    """The same detections: each one has its own twin in the other list (same label, box within
-    ``box_tol`` px, score within ``score_tol``), both lists by decreasing score. (Detections whose
-    scores differ by ~1e-7 may come out in either order: not compared by position.)"""
-    labels, boxes, scores = onnx_out
-    t_labels, t_boxes, t_scores = torch_out
-    assert len(t_scores) > 5, "the test needs detections"
-    assert labels.shape == t_labels.shape and boxes.shape == t_boxes.shape and scores.shape == t_scores.shape
-    assert (np.diff(scores) <= 0).all() and (np.diff(t_scores) <= 0).all()
-    twins = ((labels[:, None] == t_labels[None])
-             & (np.abs(boxes[:, None] - t_boxes[None]).max(-1) <= box_tol)
-             & (np.abs(scores[:, None] - t_scores[None]) <= score_tol))
-    used = set()
-    for i in range(len(labels)):
-        free = [j for j in np.nonzero(twins[i])[0] if j not in used]
-        assert free, f"detection {i} (label {labels[i]}, box {boxes[i]}, score {scores[i]}) has no twin"
-        used.add(free[0])
 
 
 def check_parity(model, path, sizes, dynamic):
@@ -320,7 +289,6 @@ def test_dn_deformable_detr_graph(tmp_path):
     model = tiny_dino(denoising="dn").eval()
     assert not model.denoising.contrastive
     check_parity(model, str(tmp_path / "dn.onnx"), [(128, 160)], dynamic=False)
-
 
 
 def _exported_module_detections(model, image):

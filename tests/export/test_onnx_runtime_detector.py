@@ -15,9 +15,8 @@ from codetr.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx  # 
 from codetr.export.onnx_runtime import INPUT_NAMES as RUN_INPUT_NAMES  # noqa: E402
 from codetr.export.onnx_runtime import OUTPUT_NAMES as RUN_OUTPUT_NAMES  # noqa: E402
 from codetr.export.onnx_runtime import GraphInputSizeError, OnnxRuntimeDetector  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_onnx_export import assert_same_detections, shapes_image, tiny_dino  # noqa: E402
+from support.dino import tiny_dino  # noqa: E402
+from support.export import assert_same_detections, shapes_image  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

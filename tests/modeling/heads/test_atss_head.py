@@ -1,20 +1,18 @@
 """ATSS auxiliary head: anchors, the assignment it returns, its losses against an independent
 computation (torchvision focal / GIoU losses, hand-written decoding and centerness)."""
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import Boxes, Instances
 
 from codetr.modeling.assigners import atss_assign
 from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.heads.dense import dense_detections
+from support.heads import pyramid_batch
 
 K, C = 3, 16
 NAMES, STRIDES = ["p3", "p4", "p5"], [8, 16, 32]
-
 
 
 def make_head(scale=12.0, **kw):
@@ -23,22 +21,6 @@ def make_head(scale=12.0, **kw):
     for p in head.parameters():  # non-trivial predictions
         torch.nn.init.normal_(p, std=0.3) if p.dim() > 1 else None
     return head
-
-
-def make_batch(names=NAMES, strides=STRIDES):
-    """Two images (64 x 96 and 48 x 64 in a 64 x 96 batch), a random C-channel pyramid on the
-    levels ``names`` / ``strides``, three ground truths."""
-    torch.manual_seed(1)
-    images = ImageList(torch.zeros(2, 3, 64, 96), [(64, 96), (48, 64)])
-    feats = {n: torch.randn(2, C, math.ceil(64 / s), math.ceil(96 / s)) for n, s in zip(names, strides)}
-    gts = []
-    cases = (((64, 96), [[10, 8, 50, 40], [60, 20, 90, 60]], [0, 2]), ((48, 64), [[5, 5, 30, 40]], [1]))
-    for size, boxes, labels in cases:
-        inst = Instances(size)
-        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
-        inst.gt_classes = torch.tensor(labels)
-        gts.append(inst)
-    return images, feats, gts
 
 
 def all_anchors(feats):
@@ -54,7 +36,7 @@ def all_anchors(feats):
 
 def test_anchors_one_square_per_location():
     head = make_head()
-    _, feats, _ = make_batch()
+    _, feats, _ = pyramid_batch(NAMES, STRIDES, C)
     got = [b.tensor for b in head.anchor_generator([feats[n] for n in NAMES])]
     for g, e in zip(got, all_anchors(feats)):
         torch.testing.assert_close(g, e)
@@ -62,7 +44,7 @@ def test_anchors_one_square_per_location():
 
 def test_samples_are_the_atss_assignment():
     head = make_head().train()
-    images, feats, gts = make_batch()
+    images, feats, gts = pyramid_batch(NAMES, STRIDES, C)
     _, samples = head(images, feats, gts)
     levels = all_anchors(feats)
     anchors = torch.cat(levels)
@@ -83,7 +65,7 @@ def test_samples_are_the_atss_assignment():
 @pytest.mark.parametrize("stacked_convs", [1, 4])
 def test_losses_match_independent_computation(stacked_convs):
     head = make_head(scale=12.0, stacked_convs=stacked_convs).train()
-    images, feats, gts = make_batch()
+    images, feats, gts = pyramid_batch(NAMES, STRIDES, C)
     losses, _ = head(images, feats, gts)
     logits, deltas, ctr = head.predict([feats[n] for n in NAMES])
     levels = all_anchors(feats)
@@ -117,7 +99,7 @@ def test_losses_match_independent_computation(stacked_convs):
 
 def test_no_ground_truth_and_gradients():
     head = make_head().train()
-    images, feats, gts = make_batch()
+    images, feats, gts = pyramid_batch(NAMES, STRIDES, C)
     gts = [Instances(g.image_size, gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
            for g in gts]
     feats = {k: v.requires_grad_() for k, v in feats.items()}
@@ -131,7 +113,7 @@ def test_no_ground_truth_and_gradients():
 
 def test_features_follow_their_anchors():
     head = make_head(return_features=True).train()
-    images, feats, gts = make_batch()
+    images, feats, gts = pyramid_batch(NAMES, STRIDES, C)
     _, samples = head(images, feats, gts)
     flat = torch.cat([feats[n][0].flatten(1).t() for n in NAMES])  # (A, C) of image 0
     anchors = torch.cat(all_anchors(feats))
@@ -141,7 +123,7 @@ def test_features_follow_their_anchors():
 
 def test_inference_returns_detections_inside_the_image():
     head = make_head().eval()
-    images, feats, _ = make_batch()
+    images, feats, _ = pyramid_batch(NAMES, STRIDES, C)
     with torch.no_grad():
         results = head(images, feats)
     for r, (h, w) in zip(results, images.image_sizes):
@@ -161,7 +143,7 @@ def test_towers_are_stacked_conv_gn_relu_blocks(stacked_convs):
     with torch.no_grad():
         for s in head.scales:
             s.scale.fill_(1.7)
-    _, feats, _ = make_batch()
+    _, feats, _ = pyramid_batch(NAMES, STRIDES, C)
     keys = [k for k in head.state_dict() if k.startswith("cls_convs.")]
     assert keys == [f"cls_convs.{3 * i + j}.{p}" for i in range(stacked_convs) for j, p in
                     ((0, "weight"), (1, "weight"), (1, "bias"))]
@@ -203,7 +185,7 @@ def test_score_factor_multiplies_after_the_selection():
 
 def test_inference_scores_are_class_times_centerness_in_mmdet_order():
     head = make_head(test_score_thresh=0.05).eval()
-    images, feats, _ = make_batch()
+    images, feats, _ = pyramid_batch(NAMES, STRIDES, C)
     maps = [feats[n] for n in NAMES]
     with torch.no_grad():
         results = head(images, feats)

@@ -6,22 +6,16 @@ import torch
 from detectron2.structures import Boxes, pairwise_iou
 
 from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
-
-from test_atss_head import make_batch as atss_batch  # noqa: E402  (tests/modeling/heads is on sys.path)
+from support.heads import pyramid_batch
 
 K, C = 3, 16
 NAMES, STRIDES = ["p2", "p3", "p4", "p5", "p6", "p7"], [4, 8, 16, 32, 64, 128]
-
 
 
 def make_head(**kw):
     torch.manual_seed(0)
     kw = {"fc_dim": 32, "pre_nms_topk": (300, 100), "post_nms_topk": (100, 100), **kw}
     return build_rcnn_aux_head(K, NAMES, STRIDES, in_channels=C, num_roi_levels=5, **kw)
-
-
-def make_batch():
-    return atss_batch(NAMES, STRIDES)
 
 
 def test_official_settings():
@@ -50,7 +44,7 @@ def test_official_settings():
 
 def test_samples_are_the_sampled_proposals():
     head = make_head().train()
-    images, feats, gts = make_batch()
+    images, feats, gts = pyramid_batch(NAMES, STRIDES, C)
     captured = []
     original = head.roi_heads.label_and_sample_proposals
 
@@ -83,7 +77,7 @@ def test_samples_are_the_sampled_proposals():
 
 
 def test_losses_scaled_by_lambda2_times_decoder_layers():
-    images, feats, gts = make_batch()
+    images, feats, gts = pyramid_batch(NAMES, STRIDES, C)
     scaled = make_head(loss_scale=12.0).train()
     plain = make_head(loss_scale=1.0, giou_weight=1.0).train()
     plain.load_state_dict(scaled.state_dict())
@@ -97,7 +91,7 @@ def test_losses_scaled_by_lambda2_times_decoder_layers():
 
 def test_gradients_reach_the_pyramid_and_features_are_pooled():
     head = make_head(return_features=True).train()
-    images, feats, gts = make_batch()
+    images, feats, gts = pyramid_batch(NAMES, STRIDES, C)
     feats = {k: v.requires_grad_() for k, v in feats.items()}
     losses, samples = head(images, feats, gts)
     sum(losses.values()).backward()
@@ -109,7 +103,7 @@ def test_gradients_reach_the_pyramid_and_features_are_pooled():
 
 def test_eval_returns_detections():
     head = make_head().eval()
-    images, feats, _ = make_batch()
+    images, feats, _ = pyramid_batch(NAMES, STRIDES, C)
     with torch.no_grad():
         results = head(images, feats)
     assert len(results) == 2

@@ -5,55 +5,11 @@ import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement
 from codetr.modeling.decoders.refinement import AdaMixerRefiner, SequentialRefinement, adamixer_layers
-from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import AdaMixer, DEQDet, RNNDet
-from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
-from codetr.modeling.queries.whole_image import WholeImageQueries
-from support.models import BATCH, PatchBackbone, make_input
-
-
-D, K, Q = 16, 3, 6
-STRIDES = (8, 16, 32)
-
-LOOPS = {
-    DEQDet: lambda: FixedPointRefinement(),
-    RNNDet: lambda: UnrolledRefinement(3),
-    AdaMixer: lambda: SequentialRefinement(3),
-}
-
-
-def tiny(cls=DEQDet, seed=0, loop=None, num_layers=None):
-    torch.manual_seed(seed)
-    backbone = PatchBackbone()
-    loop = LOOPS[cls]() if loop is None else loop
-    num_layers = (3 if isinstance(loop, SequentialRefinement) else 2) if num_layers is None else num_layers
-    layers = adamixer_layers(num_layers, embed_dim=D, num_heads=2, ffn_dim=32, num_groups=2, in_points=4,
-                             out_points=3, strides=STRIDES)
-    xyxy = HungarianMatcher(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, l1_box_format="xyxy")
-    return cls(
-        backbone=backbone,
-        neck=SharedNormChannelMapper(backbone.output_shape(), ["res3", "res4", "res5"], D, num_groups=4),
-        queries=WholeImageQueries(Q, D),
-        decoder=AdaMixerRefiner(layers, K, loop),
-        criterion=DETRCriterion(K, matcher=xyxy, weight_class=2.0, l1_box_format="xyxy"),
-        num_classes=K,
-        num_queries=Q,
-        select_box_nums_for_evaluation=Q,
-    )
-
-
-def randomise(model):
-    """Non-trivial sampling, mixing and box heads (the official init zeroes them)."""
-    with torch.no_grad():
-        for layer in model.decoder.layers:
-            layer.sampling.offsets.weight.normal_(std=0.05)
-            layer.mixing.parameter_generator.weight.normal_(std=0.05)
-        for head in model.decoder.box_heads:
-            head.fc.weight.normal_(std=0.02)
-    return model
+from support.adamixer import D, K, Q, randomise, tiny_adamixer
+from support.models import BATCH, make_input
 
 
 def keys(suffixes):
@@ -69,7 +25,7 @@ def test_registered():
 def test_training_step_supervises_every_output(cls, num_outputs):
     """DEQDet: init, init^1, init^2 and the 6 supervision positions; RNNDet: init + 3 steps;
     AdaMixer: 3 stages. Every trainable parameter gets a finite gradient."""
-    model = tiny(cls).train()
+    model = tiny_adamixer(cls).train()
     losses = model(BATCH)
     assert set(losses) == keys([""] + [f"_{i}" for i in range(num_outputs - 1)])
     assert all(torch.isfinite(v) for v in losses.values())
@@ -82,7 +38,7 @@ def test_training_step_supervises_every_output(cls, num_outputs):
 
 
 def test_bfloat16_autocast_training_step():
-    model = tiny(DEQDet, loop=FixedPointRefinement(refinement_steps=3, supervision_positions=(1, 3))).train()
+    model = tiny_adamixer(DEQDet, loop=FixedPointRefinement(refinement_steps=3, supervision_positions=(1, 3))).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model(BATCH)
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
@@ -93,7 +49,7 @@ def test_bfloat16_autocast_training_step():
 def test_first_prediction_is_the_whole_image_and_targets_are_per_image():
     """The box heads start at zero: g's boxes are the initial whole-image boxes, i.e. (0.5, 0.5,
     1, 1) of each unpadded image (64 x 64 padded to 64 x 128 in the batch)."""
-    model = tiny(DEQDet).eval()
+    model = tiny_adamixer(DEQDet).eval()
     images = model.preprocess_image(BATCH)
     enc = model.encode(images)
     assert enc.image_wh.tolist() == [[64.0, 64.0], [128.0, 64.0]]
@@ -108,7 +64,7 @@ def test_first_prediction_is_the_whole_image_and_targets_are_per_image():
 
 
 def test_padded_positions_of_every_level_are_zero():
-    model = tiny(DEQDet).eval()
+    model = tiny_adamixer(DEQDet).eval()
     with torch.no_grad():
         enc = model.encode(model.preprocess_image(BATCH))
     assert enc.memory_pos is None
@@ -119,7 +75,7 @@ def test_padded_positions_of_every_level_are_zero():
 
 @pytest.mark.parametrize("cls", [DEQDet, RNNDet, AdaMixer])
 def test_batched_inference_equals_single_image(cls):
-    model = randomise(tiny(cls)).double().eval()
+    model = randomise(tiny_adamixer(cls)).double().eval()
     sizes = [(128, 96), (64, 128), (96, 32)]
     inputs = [make_input(h, w, seed=5 + i) for i, (h, w) in enumerate(sizes)]
     model.pixel_mean, model.pixel_std = model.pixel_mean.double(), model.pixel_std.double()
@@ -138,7 +94,7 @@ def test_batched_inference_equals_single_image(cls):
 def test_inference_with_a_changed_number_of_steps():
     """DEQDet inference: g then f ``inference_steps`` times, against the refiner's step run by
     hand; 21 by default (20 + 1)."""
-    model = randomise(tiny(DEQDet)).eval()
+    model = randomise(tiny_adamixer(DEQDet)).eval()
     assert model.decoder.loop.inference_steps == 21
     with torch.no_grad():
         enc = model.encode(model.preprocess_image(BATCH))
@@ -158,10 +114,10 @@ def test_inference_with_a_changed_number_of_steps():
 
 def test_wrong_loops_and_strides_are_refused():
     with pytest.raises(ValueError, match="FixedPointRefinement loop over 2 layers"):
-        tiny(DEQDet, loop=UnrolledRefinement(2))
+        tiny_adamixer(DEQDet, loop=UnrolledRefinement(2))
     with pytest.raises(ValueError, match="over 3"):
-        tiny(RNNDet, num_layers=3)
-    model = tiny(AdaMixer)
+        tiny_adamixer(RNNDet, num_layers=3)
+    model = tiny_adamixer(AdaMixer)
     with pytest.raises(ValueError, match="strides"):
         AdaMixer(backbone=model.backbone, neck=model.neck, queries=model.queries,
                  decoder=AdaMixerRefiner(adamixer_layers(1, embed_dim=D, num_heads=2, num_groups=2, in_points=4,
@@ -176,7 +132,7 @@ def test_wrong_loops_and_strides_are_refused():
 
 
 def test_images_without_boxes_train():
-    model = tiny(DEQDet, loop=FixedPointRefinement(refinement_steps=3, supervision_positions=(1, 3))).train()
+    model = tiny_adamixer(DEQDet, loop=FixedPointRefinement(refinement_steps=3, supervision_positions=(1, 3))).train()
     for batch in ([BATCH[0], make_input(64, 96, seed=7)], [make_input(64, 64, seed=8), make_input(64, 96, seed=9)]):
         losses = model(batch)
         assert all(torch.isfinite(v) for v in losses.values())
@@ -200,7 +156,7 @@ def test_refinement_steps_tool_equals_inference_at_every_step_count(cls):
     """``tools/refinement_steps_ap.py`` computes all step counts in one pass: each equals the
     model's own inference with ``inference_steps=k``; its residuals are the state differences."""
     tool = _load_tool("refinement_steps_ap")
-    model = randomise(tiny(cls)).eval()
+    model = randomise(tiny_adamixer(cls)).eval()
     with torch.no_grad():
         detections, residuals, n = tool.trajectory(model, BATCH, 4)
         assert len(detections) == 5 and residuals.shape == (4, 3) and n == len(BATCH) * Q

@@ -6,32 +6,13 @@ import os
 import torch
 from detectron2.config import LazyConfig
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.modeling.backbone import FPN, BasicStem, ResNet
-from detectron2.modeling.backbone.resnet import BasicBlock
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 
-from codetr.modeling.heads.atss_head import ATSSHead
 from codetr.modeling.meta_arch import ATSS, TOOD, OneStageDetector
-from codetr.modeling.meta_arch.one_stage import LastLevelP6P7
 
-from test_tood import batch, make_input  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
+from support.one_stage import one_stage_batch, random_input, tiny_atss
 
-WIDTH = 16
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-def tiny_atss(**head_kw):
-    torch.manual_seed(0)
-    stages = [
-        ResNet.make_stage(BasicBlock, 1, stride_per_block=[s], in_channels=i, out_channels=o, norm="BN")
-        for s, i, o in ((1, 8, 8), (2, 8, 16), (2, 16, 32), (2, 32, 64))
-    ]
-    bottom_up = ResNet(BasicStem(3, 8, norm="BN"), stages, out_features=["res3", "res4", "res5"])
-    backbone = FPN(bottom_up, ["res3", "res4", "res5"], WIDTH, top_block=LastLevelP6P7(WIDTH, WIDTH, "p5"))
-    head = ATSSHead(num_classes=4, in_features=["p3", "p4", "p5", "p6", "p7"], strides=[8, 16, 32, 64, 128],
-                    in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=2, num_groups=4, anchor_scale=4,
-                    test_score_thresh=0.05, **head_kw)
-    return ATSS(backbone, head)
 
 
 def test_registered():
@@ -42,7 +23,7 @@ def test_registered():
 
 def test_training_losses_are_the_head_losses_on_the_pyramid():
     model = tiny_atss().train()
-    inputs = batch()
+    inputs = one_stage_batch()
     losses = model(inputs)
     assert set(losses) == {"loss_cls", "loss_bbox", "loss_centerness"}
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_bbox"] > 0
@@ -62,7 +43,7 @@ def test_training_losses_are_the_head_losses_on_the_pyramid():
 def test_bfloat16_autocast_training_step():
     model = tiny_atss().train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = model(batch())
+        losses = model(one_stage_batch())
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
 
@@ -72,7 +53,7 @@ def test_inference_in_original_image_coordinates():
     with torch.no_grad():  # raise the class scores above the 0.05 threshold
         model.head.atss_cls.bias.fill_(1.0)
     model.eval()
-    inputs = [make_input(64, 96, [], [], height=128, width=192), make_input(64, 80, [], [])]
+    inputs = [random_input(64, 96, [], [], height=128, width=192), random_input(64, 80, [], [])]
     with torch.no_grad():
         out = model(inputs)
         images = model.preprocess_image(inputs)

@@ -15,6 +15,7 @@ from codetr.modeling.necks.shared_norm_mapper import SharedNormChannelMapper
 from codetr.modeling.queries.fixed_target import FixedTargetQueries
 from codetr.modeling.queries.whole_image import WholeImageQueries
 from codetr.modeling.queries.positive_queries import PositiveQueries
+from support.adamixer import randomise
 from support.models import BATCH, RES2_RES5, PatchBackbone, make_input
 
 
@@ -42,13 +43,7 @@ def tiny_detector(cls=DEQDet, seed=0):
         num_classes=K,
         select_box_nums_for_evaluation=Q,
     )
-    with torch.no_grad():  # non-trivial sampling, mixing and box heads (the official init zeroes them)
-        for layer in model.decoder.layers:
-            layer.sampling.offsets.weight.normal_(std=0.05)
-            layer.mixing.parameter_generator.weight.normal_(std=0.05)
-        for head in model.decoder.box_heads:
-            head.fc.weight.normal_(std=0.02)
-    return model
+    return randomise(model)  # non-trivial sampling, mixing and box heads (the official init zeroes them)
 
 
 def tiny_co(cls=DEQDet, seed=0, **kw):

@@ -2,9 +2,6 @@
 positions, Co-Deformable positive queries with ``head_pos_embed``, and a training step of a tiny
 Co-Deformable CoDETR (its decoder: tests/modeling/decoders/test_deformable.py; its query
 selection: tests/modeling/queries/test_two_stage.py). Checked against independent computations."""
-import os
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,18 +18,11 @@ from codetr.modeling.necks import ChannelMapper
 from codetr.modeling.queries.denoising import dino_denoising
 from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
 from codetr.modeling.transformers import DeformableTransformer
+from support.criterion import GT, expected_losses, focal, iou_giou
 from support.deformable import D, K, sine
 from support.matching import brute_force_assignment
 from support.models import BATCH, RES2_RES5, PatchBackbone, make_input
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-for _dir in (os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "queries")):  # shared test helpers
-    if _dir not in sys.path:
-        sys.path.insert(0, _dir)
-
-from test_criterion import GT, expected_losses, focal, iou_giou  # noqa: E402
-from test_positive_queries import SIZES, make_samples  # noqa: E402
-
+from support.queries import SIZES, make_samples
 
 
 # ----------------------------------------------------------------------------- binary encoder loss

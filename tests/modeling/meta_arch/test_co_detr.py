@@ -11,63 +11,14 @@ import torchvision
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy, elementwise_box_iou
-from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.decoders import DeformableDecoder
-from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.heads.atss_head import ATSSHead
-from codetr.modeling.heads.rcnn_aux import build_rcnn_aux_head
-from codetr.modeling.meta_arch import DINO, CoDETR
-from codetr.modeling.necks import ChannelMapper
-from codetr.modeling.queries.denoising import dino_denoising
+from codetr.modeling.meta_arch import CoDETR
 from codetr.modeling.queries.positive_queries import PositiveQueries
-from codetr.modeling.transformers import DeformableTransformer
-from support.models import BATCH, RES2_RES5, PatchBackbone, make_input
+from support.dino import D, K, tiny_co_detr, tiny_co_dino
+from support.models import BATCH, make_input
 
 
-D, K = 32, 3
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-def tiny_dino(scales=5, class_loss="qfl", seed=0):
-    """A DINO with ``scales`` encoder levels: 5 -> strides 4..64 (res2..res5 + 1 extra),
-    4 -> strides 8..64 (res3..res5 + 1 extra)."""
-    torch.manual_seed(seed)
-    backbone = PatchBackbone(levels=RES2_RES5)
-    feats = ["res2", "res3", "res4", "res5"][-(scales - 1):]
-    kw = dict(embed_dim=D, num_heads=4, num_levels=scales, num_points=2, ffn_dim=64)
-    transformer = DeformableTransformer(
-        DeformableEncoder(1, **kw), DeformableDecoder(2, num_classes=K, **kw),
-        num_feature_levels=scales, num_queries=20, embed_dim=D, num_classes=K,
-    )
-    return DINO(
-        backbone=backbone,
-        position_embedding=PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5),
-        neck=ChannelMapper(backbone.output_shape(), feats, D, num_outs=scales, num_groups=8),
-        transformer=transformer,
-        criterion=DETRCriterion(K, class_loss=class_loss),
-        denoising=dino_denoising(K, D, num_dn_queries=10),
-        select_box_nums_for_evaluation=30,
-        nms="soft_nms",
-        num_classes=K,
-    )
-
-
-def tiny_co_detr(scales=5, heads=("rcnn", "atss"), with_queries=True, feats=False, seed=0, **kw):
-    det = tiny_dino(scales, seed=seed)
-    strides = [2**i for i in range(7 - scales, 8)]
-    names = [f"p{i}" for i in range(7 - scales, 8)]
-    aux = []
-    for h in heads:
-        if h == "rcnn":
-            aux.append(build_rcnn_aux_head(K, names, strides, in_channels=D, num_roi_levels=scales, fc_dim=32,
-                                           pre_nms_topk=(200, 100), post_nms_topk=(100, 100),
-                                           roi_batch_size_per_image=64, return_features=feats))
-        else:
-            aux.append(ATSSHead(K, names, strides, in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0,
-                                return_features=feats))
-    pq = PositiveQueries(len(aux), D, K, feat_dim=D if feats else None) if with_queries and aux else None
-    return CoDETR(det, aux, pq, pyramid_num_groups=8, **kw)
 
 
 def test_registered():
@@ -132,7 +83,7 @@ class DropFinestAddPooled(torch.nn.Module):
 
 
 def test_pyramid_adapter_builds_the_auxiliary_pyramid():
-    det = tiny_dino(4)
+    det = tiny_co_dino(4)
     adapter = DropFinestAddPooled([8, 16, 32, 64])
     names, strides = ["p4", "p5", "p6", "p7"], [16, 32, 64, 128]
     head = ATSSHead(K, names, strides, in_channels=D, feat_channels=D, num_groups=8, loss_scale=12.0)
@@ -283,7 +234,7 @@ def test_empty_batch_trains():
 
 def test_inference_runs_no_aux_module_and_equals_dino():
     model = tiny_co_detr().eval()
-    dino = tiny_dino(seed=1).eval()
+    dino = tiny_co_dino(seed=1).eval()
     dino.load_state_dict(model.detector.state_dict())
 
     def fail(*_):
@@ -321,7 +272,7 @@ def test_eval_module_checked():
         tiny_co_detr(eval_module="rpn")
     with pytest.raises(ValueError, match="eval_heads"):
         tiny_co_detr(eval_module="one-stage")
-    det = tiny_dino()
+    det = tiny_co_dino()
     head = ATSSHead(K, ["p2"], [4], in_channels=D, feat_channels=D, num_groups=8)
     with pytest.raises(ValueError, match="num_heads"):
         CoDETR(det, [head], PositiveQueries(2, D, K), pyramid_num_groups=8)
@@ -379,7 +330,7 @@ def test_strip_aux_weights(tmp_path):
         expected = {prefix + k: v for k, v in model.detector.state_dict().items()}
         assert set(ckpt["model"]) == set(expected)
         assert all(torch.equal(ckpt["model"][k], v) for k, v in expected.items())
-    dino = tiny_dino()
+    dino = tiny_co_dino()
     dino.load_state_dict(torch.load(tmp_path / "stripped1.pth", weights_only=True)["model"])
     co = tiny_co_detr(seed=1)
     missing, unexpected = co.load_state_dict(torch.load(tmp_path / "stripped0.pth", weights_only=True)["model"],

@@ -3,50 +3,20 @@ import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from codetr.layers.position_encoding import PositionEmbeddingSine
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.decoders import ConditionalDecoder
 from codetr.modeling.encoders import DETREncoder
 from codetr.modeling.meta_arch import ConditionalDETR
-from codetr.modeling.necks import InputProjection
-from codetr.modeling.queries import LearnedAnchorQueries, LearnedPointQueries
+from codetr.modeling.queries import LearnedPointQueries
 from codetr.modeling.queries.denoising import dn_detr_denoising
 from codetr.modeling.transformers import SingleScaleTransformer
+from support.detr import D, K, tiny_conditional_detr
 from support.inference import assert_batched_equals_single
-from support.models import BATCH, PatchBackbone, make_input
+from support.models import BATCH, make_input
 from support.training import assert_overfits_two_images
 
 
-D, K = 32, 3
 VARIANTS = ["conditional", "dab", "dn_dab", "dn_conditional"]
-
-
-def tiny(variant="conditional", num_queries=12, seed=0, dropout=0.0):
-    torch.manual_seed(seed)
-    backbone = PatchBackbone()
-    points = variant in ("conditional", "dn_conditional")
-    dn = variant.startswith("dn_")
-    layer = dict(embed_dim=D, num_heads=4, ffn_dim=64, dropout=dropout, activation="relu" if points else "prelu")
-    if points:
-        decoder = ConditionalDecoder(2, num_classes=K, ref_dim=2, ref_point_head=dn, **layer)
-        queries = LearnedPointQueries(num_queries, D)
-    else:
-        decoder = ConditionalDecoder(2, num_classes=K, ref_dim=4, refine=True, ref_point_head=True, modulate_hw=True,
-                                     **layer)
-        queries = LearnedAnchorQueries(num_queries, D)
-    transformer = SingleScaleTransformer(DETREncoder(1, pos_scale=not points, **layer), decoder, queries)
-    denoising = dn_detr_denoising(K, D, num_groups=2, noise_sizes=not points) if dn else None
-    return ConditionalDETR(
-        backbone=backbone,
-        position_embedding=PositionEmbeddingSine(D // 2, temperature=10000 if points else 20, normalize=True),
-        neck=InputProjection(backbone.output_shape(), "res4", D),
-        transformer=transformer,
-        criterion=DETRCriterion(K, weight_class=2.0 if points else 1.0),
-        denoising=denoising,
-        select_box_nums_for_evaluation=20,
-        num_classes=K,
-        num_queries=num_queries,
-    )
 
 
 def test_registered():
@@ -55,7 +25,7 @@ def test_registered():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_training_step_losses_and_gradients(variant):
-    model = tiny(variant).train()
+    model = tiny_conditional_detr(variant).train()
     losses = model(BATCH)
     suffixes = ["", "_0"] + (["_dn", "_dn_0"] if variant.startswith("dn_") else [])
     assert set(losses) == {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in suffixes}
@@ -68,13 +38,13 @@ def test_training_step_losses_and_gradients(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_batched_inference_equals_single_image(variant):
-    model = tiny(variant, dropout=0.1).eval()
+    model = tiny_conditional_detr(variant, dropout=0.1).eval()
     inputs = [make_input(128, 128, seed=5), make_input(64, 96, seed=6)]  # padded to 128 x 128
     assert_batched_equals_single(model, inputs, num_detections=20)
 
 
 def test_dn_queries_take_noised_centres_as_reference_points():
-    model = tiny("dn_conditional").train()
+    model = tiny_conditional_detr("dn_conditional").train()
     images = model.preprocess_image(BATCH)
     fixed = model.denoising(model.prepare_targets(BATCH, images.image_sizes))
     group = model.fixed_group(fixed)
@@ -89,7 +59,7 @@ def test_empty_batch_trains_with_denoising(variant):
     """A batch without boxes gives every parameter a gradient, as a batch with boxes does: with
     DDP a worker whose batch has no box must reduce the same parameters as the others (DN on
     points left its denoising queries' position head, ``ref_point_head``, out: issue 19)."""
-    model = tiny(variant).train()
+    model = tiny_conditional_detr(variant).train()
     batch = [make_input(64, 64, seed=8), make_input(64, 96, seed=9)]
     assert all(len(x["instances"]) == 0 for x in batch)
     losses = model(batch)
@@ -102,20 +72,20 @@ def test_empty_batch_trains_with_denoising(variant):
 
 def test_bad_combinations_are_refused():
     with pytest.raises(ValueError, match="noise_sizes=False"):
-        m = tiny("conditional")
+        m = tiny_conditional_detr("conditional")
         dec = ConditionalDecoder(2, D, 4, 64, num_classes=K, ref_dim=2, ref_point_head=True)
         ConditionalDETR(m.backbone, m.position_embedding, m.neck,
                         SingleScaleTransformer(m.transformer.encoder, dec, LearnedPointQueries(12, D)),
                         DETRCriterion(K), dn_detr_denoising(K, D, num_groups=2))
     with pytest.raises(ValueError, match="ref_point_head=True"):
-        m = tiny("conditional")
+        m = tiny_conditional_detr("conditional")
         ConditionalDETR(m.backbone, m.position_embedding, m.neck, m.transformer, DETRCriterion(K),
                         dn_detr_denoising(K, D, num_groups=2, noise_sizes=False))
     with pytest.raises(ValueError, match="2-d references but the decoder's box coder expects 4-d"):
         SingleScaleTransformer(DETREncoder(1, D, 4, 64), ConditionalDecoder(1, D, 4, 64, ref_dim=4),
                                LearnedPointQueries(3, D))
     with pytest.raises(ValueError, match="num_classes=5"):
-        m = tiny("conditional")
+        m = tiny_conditional_detr("conditional")
         ConditionalDETR(m.backbone, m.position_embedding, m.neck, m.transformer, DETRCriterion(K), num_classes=5)
     with pytest.raises(ValueError, match=r"embed_dim=16 but the widths of \{'queries': 8\} differ"):
         SingleScaleTransformer(DETREncoder(1, 16, 4, 64), ConditionalDecoder(1, 16, 4, 64, ref_dim=2),
@@ -127,7 +97,7 @@ def test_bad_combinations_are_refused():
 
 @pytest.mark.parametrize("variant", ["conditional", "dn_dab"])
 def test_bfloat16_autocast_training_step(variant):
-    model = tiny(variant).train()
+    model = tiny_conditional_detr(variant).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model(BATCH)
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
@@ -136,7 +106,7 @@ def test_bfloat16_autocast_training_step(variant):
 
 @pytest.mark.parametrize("variant", ["conditional", "dn_dab"])
 def test_tiny_model_overfits_two_images(variant):
-    assert_overfits_two_images(tiny(variant, num_queries=12, seed=1), BATCH, steps=60)
+    assert_overfits_two_images(tiny_conditional_detr(variant, num_queries=12, seed=1), BATCH, steps=60)
 
 
 def _co_conditional(variant="conditional_pos", seed=0):
@@ -149,7 +119,7 @@ def _co_conditional(variant="conditional_pos", seed=0):
     from codetr.modeling.necks import SingleScalePyramidAdapter
     from codetr.modeling.queries.positive_queries import PositiveQueries
 
-    det = tiny("dab" if variant == "dab" else "conditional", seed=seed)
+    det = tiny_conditional_detr("dab" if variant == "dab" else "conditional", seed=seed)
     if variant == "conditional_pos":  # the point decoder with a position head for the positive queries
         t = det.transformer
         torch.manual_seed(seed)

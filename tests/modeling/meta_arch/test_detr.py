@@ -7,42 +7,18 @@ import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from codetr.layers.box_ops import box_cxcywh_to_xyxy
-from codetr.layers.position_encoding import PositionEmbeddingSine
 from codetr.modeling.criterion import DETRCriterion
 from codetr.modeling.decoders import ConditionalDecoder, DETRDecoder
 from codetr.modeling.encoders import DETREncoder
 from codetr.modeling.matcher import HungarianMatcher
 from codetr.modeling.meta_arch import DETR
-from codetr.modeling.necks import InputProjection
 from codetr.modeling.queries import LearnedPointQueries, LearnedPositionQueries
 from codetr.modeling.transformers import SingleScaleTransformer
+from support.detr import D, K, tiny_detr
 from support.matching import brute_force_assignment
 from support.inference import assert_batched_equals_single
-from support.models import BATCH, PatchBackbone, make_input
+from support.models import BATCH, make_input
 from support.training import assert_overfits_two_images
-
-
-D, K = 32, 3
-
-
-def tiny(num_queries=12, seed=0, dropout=0.0, select=10):
-    torch.manual_seed(seed)
-    backbone = PatchBackbone()
-    layer = dict(embed_dim=D, num_heads=4, ffn_dim=64, dropout=dropout)
-    transformer = SingleScaleTransformer(
-        DETREncoder(1, **layer), DETRDecoder(2, num_classes=K, **layer), LearnedPositionQueries(num_queries, D)
-    )
-    matcher = HungarianMatcher(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0, class_cost="softmax")
-    return DETR(
-        backbone=backbone,
-        position_embedding=PositionEmbeddingSine(D // 2, temperature=10000, normalize=True),
-        neck=InputProjection(backbone.output_shape(), "res4", D),
-        transformer=transformer,
-        criterion=DETRCriterion(K, matcher, class_loss="softmax", weight_class=1.0, eos_coef=0.1),
-        select_box_nums_for_evaluation=select,
-        num_classes=K,
-        num_queries=num_queries,
-    )
 
 
 def test_registered():
@@ -50,7 +26,7 @@ def test_registered():
 
 
 def test_training_step_losses_and_gradients():
-    model = tiny().train()
+    model = tiny_detr().train()
     losses = model(BATCH)
     assert set(losses) == {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in ("", "_0")}
     assert all(torch.isfinite(v) for v in losses.values())
@@ -64,7 +40,7 @@ def test_class_loss_is_the_official_weighted_cross_entropy():
     """The last layer's class loss equals DETR's ``F.cross_entropy(logits.transpose(1, 2),
     target_classes, empty_weight)`` with the targets of an independent brute-force matching."""
 
-    model = tiny(num_queries=5).train()
+    model = tiny_detr(num_queries=5).train()
     images = model.preprocess_image(BATCH)
     targets = model.prepare_targets(BATCH, images.image_sizes)
     out = model.forward_queries(model.encode(images))
@@ -95,7 +71,7 @@ def _giou(a, b):
 
 
 def test_batched_inference_equals_single_image():
-    model = tiny(dropout=0.1).eval()
+    model = tiny_detr(dropout=0.1).eval()
     inputs = [make_input(128, 128, seed=5), make_input(64, 96, seed=6)]  # padded to 128 x 128
     assert_batched_equals_single(model, inputs, num_detections=10)
 
@@ -103,7 +79,7 @@ def test_batched_inference_equals_single_image():
 def test_inference_is_the_official_postprocess():
     """Per query: softmax, drop "no object", best class and its probability; with as many
     selections as queries every query is returned once, in original image coordinates."""
-    model = tiny(num_queries=12, select=12).eval()
+    model = tiny_detr(num_queries=12, select=12).eval()
     inputs = [make_input(64, 96, seed=7, orig=(128, 192))]
     with torch.no_grad():
         inst = model(inputs)[0]["instances"]
@@ -120,7 +96,7 @@ def test_inference_is_the_official_postprocess():
 
 
 def test_bfloat16_autocast_training_step():
-    model = tiny().train()
+    model = tiny_detr().train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = model(BATCH)
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
@@ -128,11 +104,11 @@ def test_bfloat16_autocast_training_step():
 
 
 def test_tiny_model_overfits_two_images():
-    assert_overfits_two_images(tiny(num_queries=12, seed=1), BATCH, steps=80)
+    assert_overfits_two_images(tiny_detr(num_queries=12, seed=1), BATCH, steps=80)
 
 
 def test_bad_parts_are_refused():
-    m = tiny()
+    m = tiny_detr()
     with pytest.raises(ValueError, match="class_loss='softmax'"):
         DETR(m.backbone, m.position_embedding, m.neck, m.transformer, DETRCriterion(K))
     with pytest.raises(ValueError, match="class head has 4 outputs; expected criterion.num_classes \\+ 1 = 6"):

@@ -3,44 +3,10 @@ import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from codetr.layers.position_encoding import PositionEmbeddingSine
-from codetr.modeling.criterion import DETRCriterion
-from codetr.modeling.decoders import DeformableDecoder
-from codetr.modeling.encoders import DeformableEncoder
 from codetr.modeling.meta_arch import DINO
-from codetr.modeling.necks import ChannelMapper
-from codetr.modeling.queries.denoising import dino_denoising, dn_detr_denoising
-from codetr.modeling.transformers import DeformableTransformer
-from support.models import BATCH, PatchBackbone, make_input
+from support.dino import K, tiny_dino
+from support.models import BATCH, make_input
 from support.training import assert_overfits_two_images
-
-D, K = 32, 3
-
-
-def tiny_dino(denoising="cdn", num_queries=20, seed=0):
-    torch.manual_seed(seed)
-    backbone = PatchBackbone()
-    kw = dict(embed_dim=D, num_heads=4, num_levels=4, num_points=2, ffn_dim=64)
-    transformer = DeformableTransformer(
-        DeformableEncoder(1, **kw), DeformableDecoder(2, num_classes=K, look_forward_twice=True, **kw),
-        num_feature_levels=4, num_queries=num_queries, embed_dim=D, num_classes=K,
-    )
-    if denoising == "cdn":
-        dn = dino_denoising(K, D, num_dn_queries=10)
-    elif denoising == "dn":
-        dn = dn_detr_denoising(K, D, num_groups=2)
-    else:
-        dn = None
-    return DINO(
-        backbone=backbone,
-        position_embedding=PositionEmbeddingSine(D // 2, normalize=True, offset=-0.5),
-        neck=ChannelMapper(backbone.output_shape(), ["res3", "res4", "res5"], D, num_outs=4, num_groups=8),
-        transformer=transformer,
-        criterion=DETRCriterion(K),
-        denoising=dn,
-        select_box_nums_for_evaluation=30,
-        num_classes=K,
-    )
 
 
 def _zero_grad_names(model):

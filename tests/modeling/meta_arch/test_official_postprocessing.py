@@ -21,12 +21,10 @@ from detectron2.structures import Boxes, Instances
 
 from codetr.modeling.heads.dense import dense_detections
 from codetr.modeling.meta_arch import DEQDet
+from support.adamixer import Q as DEQ_Q, randomise, tiny_adamixer
+from support.dino import tiny_dino
 from support.models import make_input
-
-from test_adamixer_detectors import Q as DEQ_Q  # noqa: E402  (tests/modeling/meta_arch is on sys.path)
-from test_adamixer_detectors import randomise, tiny  # noqa: E402
-from test_dino import tiny_dino  # noqa: E402
-from test_tood import tiny_tood  # noqa: E402
+from support.one_stage import tiny_tood
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
                        "configs")
@@ -117,7 +115,7 @@ def top_k_brute_force(logits, boxes, k, w, h):
 def test_deqdet_returns_its_top_k_unclipped():
     """MCG-NJU ``DEQDetRoIHead.predict``: top ``max_per_img`` pairs, boxes / scale_factor, none
     clipped or dropped (Detectron2's ``detector_postprocess`` would drop those right of the image)."""
-    model = tiny().eval()
+    model = tiny_adamixer().eval()
     model.detectron2_postprocess = False
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(1, DEQ_Q, 3, generator=g)
@@ -133,7 +131,7 @@ def test_deqdet_returns_its_top_k_unclipped():
 
 
 def test_deqdet_inference_autocast_is_cuda_only_and_checked():
-    model = randomise(tiny()).eval()
+    model = randomise(tiny_adamixer()).eval()
     inputs = [make_input(64, 96, seed=4)]
     with torch.no_grad():
         fp32 = model(inputs)[0]["instances"]
@@ -147,7 +145,7 @@ def test_deqdet_inference_autocast_is_cuda_only_and_checked():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_deqdet_backbone_runs_in_float16_at_inference_on_cuda():
-    model = randomise(tiny()).cuda().eval()
+    model = randomise(tiny_adamixer()).cuda().eval()
     model.inference_autocast = "float16"
     seen = []
     model.backbone.register_forward_hook(lambda m, i, out: seen.append({k: v.dtype for k, v in out.items()}))

@@ -5,10 +5,8 @@ import pytest
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.modeling.backbone import FPN, BasicStem, ResNet
-from detectron2.modeling.backbone.resnet import BasicBlock
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import EventStorage
 
 import codetr.modeling.heads.tood_head as tood_head_module
@@ -16,40 +14,7 @@ from codetr.modeling.heads.base import AssignedSamples
 from codetr.modeling.heads.tood_head import TOODHead
 from codetr.modeling.meta_arch import TOOD
 from codetr.modeling.meta_arch.tood import LastLevelP6P7
-
-WIDTH = 16
-
-
-
-def tiny_tood(initial_epochs=1, epochs=12, max_iter=36, **head_kw):
-    torch.manual_seed(0)
-    # a narrow one-block-per-stage ResNet: the structure of R18, small enough for CPU tests
-    stages = [
-        ResNet.make_stage(BasicBlock, 1, stride_per_block=[s], in_channels=i, out_channels=o, norm="BN")
-        for s, i, o in ((1, 8, 8), (2, 8, 16), (2, 16, 32), (2, 32, 64))
-    ]
-    bottom_up = ResNet(BasicStem(3, 8, norm="BN"), stages, out_features=["res3", "res4", "res5"])
-    backbone = FPN(bottom_up, ["res3", "res4", "res5"], WIDTH, top_block=LastLevelP6P7(WIDTH, WIDTH, "p5"))
-    head = TOODHead(
-        num_classes=4, in_features=["p3", "p4", "p5", "p6", "p7"], strides=[8, 16, 32, 64, 128],
-        in_channels=WIDTH, feat_channels=WIDTH, stacked_convs=2, num_groups=4, anchor_scale=4,
-        initial_epochs=initial_epochs, epochs=epochs, max_iter=max_iter, **head_kw,
-    )
-    return TOOD(backbone, head)
-
-
-def make_input(h, w, boxes, classes, height=None, width=None, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    inst.gt_classes = torch.tensor(classes, dtype=torch.long)
-    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), "instances": inst,
-            "height": height or h, "width": width or w}
-
-
-def batch():
-    return [make_input(64, 80, [[4, 6, 40, 50], [30, 20, 76, 60]], [0, 3]),
-            make_input(56, 64, [[10, 8, 50, 40]], [2], seed=1)]
+from support.one_stage import WIDTH, one_stage_batch, random_input, tiny_tood
 
 
 def test_registered():
@@ -71,7 +36,7 @@ def test_training_step_bf16_autocast_finite():
     model.train()
     for iteration in (0, 5):
         with EventStorage(iteration), torch.autocast("cpu", dtype=torch.bfloat16):
-            losses = model(batch())
+            losses = model(one_stage_batch())
         assert set(losses) == {"loss_cls", "loss_bbox"}
         for v in losses.values():
             assert v.dtype == torch.float32 and torch.isfinite(v)
@@ -104,7 +69,7 @@ def test_atss_to_tal_switch_at_the_configured_iteration(monkeypatch):
     for iteration in (0, 5, 6, 7):
         calls.clear()
         with EventStorage(iteration):
-            model(batch())
+            model(one_stage_batch())
         seen[iteration] = set(calls)
     assert seen == {0: {"atss"}, 5: {"atss"}, 6: {"tal"}, 7: {"tal"}}
     assert [model.head.use_initial_assigner(i) for i in (5, 6)] == [True, False]
@@ -117,7 +82,7 @@ def test_inference_in_original_image_coordinates():
         model.head.cls_prob_module[2].bias.fill_(2.0)
     model.eval()
     # a 64 x 96 network input of an original 128 x 192 image
-    inputs = [make_input(64, 96, [], [], height=128, width=192), make_input(64, 80, [], [])]
+    inputs = [random_input(64, 96, [], [], height=128, width=192), random_input(64, 80, [], [])]
     with torch.no_grad():
         out = model(inputs)
         images = model.preprocess_image(inputs)
@@ -143,7 +108,7 @@ def test_as_co_detr_auxiliary_head_on_a_given_pyramid():
                     stacked_convs=2, num_groups=4, anchor_scale=4, loss_scale=12.0)
     pyramid = {"p3": torch.randn(2, 16, 8, 10), "p4": torch.randn(2, 16, 4, 5)}
     images = ImageList(torch.zeros(2, 3, 64, 80), [(64, 80), (56, 64)])
-    gts = [x["instances"] for x in batch()]
+    gts = [x["instances"] for x in one_stage_batch()]
     head.train()
     losses, samples = head(images, pyramid, gts)
     assert set(losses) == {"loss_cls", "loss_bbox"} and all(torch.isfinite(v) for v in losses.values())

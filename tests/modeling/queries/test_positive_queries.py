@@ -7,32 +7,7 @@ import torch
 from codetr.modeling.heads.base import AssignedSamples
 from codetr.modeling.queries.positive_queries import PositiveQueries, select_positive_queries
 from support.deformable import sine
-
-K = 5
-
-
-def boxes_grid(n, offset=0.0):
-    """n distinct xyxy boxes inside a 100 x 200 (h x w) image."""
-    i = torch.arange(n, dtype=torch.float32)
-    x0 = 2.0 + 3.0 * i + offset
-    return torch.stack([x0, 10.0 + i, x0 + 20.0, 40.0 + i], 1)
-
-
-def make_samples(num_pos, num_neg, feats=False):
-    pos = [boxes_grid(p) for p in num_pos]
-    out = dict(
-        pos_boxes=pos,
-        pos_labels=[torch.arange(p) % K for p in num_pos],
-        pos_targets=[b + torch.tensor([1.0, 1.0, 3.0, 2.0]) for b in pos],
-        neg_boxes=[boxes_grid(r, offset=100.0) for r in num_neg],
-    )
-    if feats:
-        out["pos_feats"] = [torch.randn(p, 6) for p in num_pos]
-        out["neg_feats"] = [torch.randn(r, 6) for r in num_neg]
-    return AssignedSamples(**out)
-
-
-SIZES = [(100, 200), (100, 200)]
+from support.queries import K, SIZES, make_samples
 
 
 def test_count_is_most_positives_and_fewer_are_padded_with_negatives():

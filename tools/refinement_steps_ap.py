@@ -29,6 +29,17 @@ from detectron2.utils.logger import setup_logger
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "projects"))
 
 from codetr.engine import load_for_evaluation  # noqa: E402
+from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement  # noqa: E402
+
+
+def check_weight_tied(model, config_file):
+    """Exit with a message naming the config unless ``model`` refines with layers (g, f) in a
+    fixed-point (DEQDet) or unrolled (RNNDet) loop."""
+    decoder = getattr(model, "decoder", None)
+    loop = getattr(decoder, "loop", None)
+    if not isinstance(loop, (FixedPointRefinement, UnrolledRefinement)) or len(decoder.layers) != 2:
+        raise SystemExit(f"{config_file}: expected a weight-tied refiner (layers g, f in a fixed-point "
+                         f"or unrolled loop), got {type(model).__name__} with loop {type(loop).__name__}")
 
 
 def trajectory(model, inputs, max_steps):
@@ -70,8 +81,7 @@ def main():
     cfg = LazyConfig.load(args.config_file)
     cfg.train.device, cfg.train.init_checkpoint = "cpu", args.weights
     model = instantiate(cfg.model)
-    if not hasattr(model.decoder, "step") or len(model.decoder.layers) != 2:
-        raise SystemExit(f"{args.config_file}: expected a weight-tied refiner (layers g, f), got {type(model).__name__}")
+    check_weight_tied(model, args.config_file)
     model = load_for_evaluation(cfg, model).eval()
     loader = instantiate(cfg.dataloader.test)
     dataset = cfg.dataloader.evaluator.dataset_name

@@ -174,3 +174,13 @@ def test_refinement_steps_tool_equals_inference_at_every_step_count(cls):
     centre = (z1.reference[..., :2] - z0.reference[..., :2]).norm(dim=-1).sum()
     scale = (z1.reference[..., 2:] - z0.reference[..., 2:]).abs().sum()
     torch.testing.assert_close(residuals[0], torch.stack([rel, centre, scale]))
+
+
+def test_refinement_steps_tool_accepts_only_weight_tied_refiners():
+    """The tool's guard passes DEQDet and RNNDet and names the config for AdaMixer (6 distinct
+    stages in a sequential loop), instead of silently sweeping its first two layers."""
+    tool = _load_tool("refinement_steps_ap")
+    for cls in (DEQDet, RNNDet):
+        tool.check_weight_tied(tiny_adamixer(cls), "cfg.py")
+    with pytest.raises(SystemExit, match=r"cfg\.py: expected a weight-tied refiner .*AdaMixer.*SequentialRefinement"):
+        tool.check_weight_tied(tiny_adamixer(AdaMixer), "cfg.py")

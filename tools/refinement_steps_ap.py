@@ -29,17 +29,16 @@ from detectron2.utils.logger import setup_logger
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "projects"))
 
 from codetr.engine import load_for_evaluation  # noqa: E402
-from codetr.modeling.decoders.fixed_point import FixedPointRefinement, UnrolledRefinement  # noqa: E402
+from codetr.modeling.meta_arch import DEQDet, RNNDet  # noqa: E402
 
 
 def check_weight_tied(model, config_file):
-    """Exit with a message naming the config unless ``model`` refines with layers (g, f) in a
-    fixed-point (DEQDet) or unrolled (RNNDet) loop."""
-    decoder = getattr(model, "decoder", None)
-    loop = getattr(decoder, "loop", None)
-    if not isinstance(loop, (FixedPointRefinement, UnrolledRefinement)) or len(decoder.layers) != 2:
-        raise SystemExit(f"{config_file}: expected a weight-tied refiner (layers g, f in a fixed-point "
-                         f"or unrolled loop), got {type(model).__name__} with loop {type(loop).__name__}")
+    """Exit with a message naming the config unless ``model`` is a DEQDet or RNNDet (whose
+    constructors already check for layers (g, f) in a fixed-point / unrolled loop)."""
+    if not isinstance(model, (DEQDet, RNNDet)):
+        loop = getattr(getattr(model, "decoder", None), "loop", None)
+        raise SystemExit(f"{config_file}: expected a weight-tied refiner (DEQDet or RNNDet: layers g, f in a "
+                         f"fixed-point or unrolled loop), got {type(model).__name__} with loop {type(loop).__name__}")
 
 
 def trajectory(model, inputs, max_steps):
